@@ -1,0 +1,4 @@
+//! Corral's server.
+
+pub mod scheduler;
+pub mod state;

@@ -1,0 +1,129 @@
+//! Placement: which host gets a sandbox. Pure functions, no I/O.
+//!
+//! Hard filters first (a live lease, the template, room for the request's cpu
+//! and memory after overcommit), then the score from DESIGN.md:
+//! `100×warm_slots + free_net_slots − 0.1×cpu_pct − 1000×stale`.
+//! Ties go to the lower cpu, then to the host with fewer sandboxes (so an idle
+//! fleet spreads instead of piling onto the first host), then to the smaller
+//! id, which keeps every decision deterministic.
+
+use std::cmp::Ordering;
+
+/// What the scheduler knows of one host at the moment of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate<'a> {
+    pub id: &'a str,
+    pub supports_template: bool,
+    /// The lease is over: the host gets no new work.
+    pub expired: bool,
+    /// Heartbeats are late but the lease holds: strongly avoided.
+    pub stale: bool,
+    pub warm_slots: u64,
+    pub free_net_slots: u64,
+    pub cpu_pct: f64,
+    /// Schedulable capacity left (after overcommit), may be negative.
+    pub free_cpu_millis: i64,
+    pub free_memory_mb: i64,
+    pub sandboxes: u64,
+}
+
+/// The host's score; higher is better.
+pub fn score(c: &Candidate) -> f64 {
+    100.0 * c.warm_slots as f64 + c.free_net_slots as f64 - 0.1 * c.cpu_pct - if c.stale { 1000.0 } else { 0.0 }
+}
+
+fn fits(c: &Candidate, cpu_millis: u32, memory_mb: u32) -> bool {
+    c.supports_template
+        && !c.expired
+        && c.free_cpu_millis >= i64::from(cpu_millis)
+        && c.free_memory_mb >= i64::from(memory_mb)
+}
+
+fn better(a: &Candidate, b: &Candidate) -> Ordering {
+    score(a)
+        .total_cmp(&score(b))
+        .then_with(|| b.cpu_pct.total_cmp(&a.cpu_pct))
+        .then_with(|| b.sandboxes.cmp(&a.sandboxes))
+        .then_with(|| b.id.cmp(a.id))
+}
+
+/// The index of the best host for a request, or `None` when nothing fits.
+pub fn pick(candidates: &[Candidate], cpu_millis: u32, memory_mb: u32) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| fits(c, cpu_millis, memory_mb))
+        .max_by(|(_, a), (_, b)| better(a, b))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, warm: u64, net: u64, cpu: f64) -> Candidate<'_> {
+        Candidate {
+            id,
+            supports_template: true,
+            expired: false,
+            stale: false,
+            warm_slots: warm,
+            free_net_slots: net,
+            cpu_pct: cpu,
+            free_cpu_millis: 10_000,
+            free_memory_mb: 10_000,
+            sandboxes: 0,
+        }
+    }
+
+    #[test]
+    fn the_design_example_warm_slots_dominate() {
+        let a = host("a", 18, 21, 31.0);
+        let b = host("b", 5, 23, 12.0);
+        assert!((score(&a) - 1817.9).abs() < 1e-9);
+        assert!((score(&b) - 521.8).abs() < 1e-9);
+        assert_eq!(pick(&[b.clone(), a.clone()], 100, 100), Some(1));
+    }
+
+    #[test]
+    fn ties_go_to_lower_cpu_then_fewer_sandboxes_then_id() {
+        // Equal scores: 0 warm, 10 vs 11 net slots offset by 10 cpu points.
+        let a = host("a", 0, 11, 10.0);
+        let b = host("b", 0, 10, 0.0);
+        assert_eq!(score(&a), score(&b));
+        assert_eq!(pick(&[a, b], 1, 1), Some(1));
+
+        let mut c = host("c", 0, 0, 0.0);
+        c.sandboxes = 3;
+        let d = host("d", 0, 0, 0.0);
+        assert_eq!(pick(&[c, d], 1, 1), Some(1), "fewer sandboxes wins");
+
+        assert_eq!(pick(&[host("y", 0, 0, 0.0), host("x", 0, 0, 0.0)], 1, 1), Some(1), "then the smaller id");
+    }
+
+    #[test]
+    fn stale_hosts_are_avoided_and_expired_ones_excluded() {
+        let mut stale = host("stale", 5, 0, 0.0);
+        stale.stale = true;
+        let fresh = host("fresh", 0, 0, 90.0);
+        assert_eq!(pick(&[stale.clone(), fresh], 1, 1), Some(1));
+        assert_eq!(pick(std::slice::from_ref(&stale), 1, 1), Some(0), "a stale host still beats nothing");
+
+        let mut expired = host("expired", 50, 0, 0.0);
+        expired.expired = true;
+        assert_eq!(pick(&[expired], 1, 1), None);
+    }
+
+    #[test]
+    fn resources_and_templates_are_hard_filters() {
+        let mut small = host("small", 99, 0, 0.0);
+        small.free_cpu_millis = 500;
+        let big = host("big", 0, 0, 0.0);
+        assert_eq!(pick(&[small.clone(), big.clone()], 1000, 1), Some(1));
+        assert_eq!(pick(&[small.clone(), big.clone()], 500, 1), Some(0));
+        let mut other = host("other", 99, 0, 0.0);
+        other.supports_template = false;
+        assert_eq!(pick(&[other], 1, 1), None);
+        assert_eq!(pick(&[], 1, 1), None);
+    }
+}

@@ -1,0 +1,314 @@
+//! Exact expectations for the server's decisions.
+
+use std::collections::HashMap;
+
+use corral_core::{Command, EndReason, SandboxSpec, SandboxState};
+use corral_store::Write;
+
+use super::decide::*;
+use super::State;
+
+fn spec() -> SandboxSpec {
+    SandboxSpec {
+        template: "base".into(),
+        cpu_millis: 1000,
+        memory_mb: 512,
+        ttl_s: 3600,
+        env: Default::default(),
+        labels: Default::default(),
+    }
+}
+
+struct World {
+    state: State,
+    live: HashMap<String, Liveness>,
+    policy: Policy,
+    now: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        World { state: State::default(), live: HashMap::new(), policy: Policy::default(), now: 1_000_000 }
+    }
+
+    /// Runs one decision and returns the writes it made.
+    fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
+        let fleet = Fleet { now_ms: self.now, liveness: &self.live, policy: &self.policy };
+        let mut tx = Tx::new(&mut self.state);
+        let r = f(&mut tx, &fleet);
+        (r, tx.writes)
+    }
+
+    fn add_host(&mut self, id: &str) -> u64 {
+        self.live.insert(id.into(), Liveness { last_seen_ms: self.now, cpu_pct: 0.0 });
+        let reg = Registration {
+            host_id: id.into(),
+            cpu_millis: 2000,
+            memory_mb: 4096,
+            templates: vec!["base".into()],
+            agent_addr: "127.0.0.1:9".into(),
+        };
+        self.run(|tx, f| register(tx, f, reg)).0.epoch
+    }
+
+    fn create(&mut self, id: &str) -> CreateOutcome {
+        self.run(|tx, f| create(tx, f, id.into(), spec(), None)).0.unwrap()
+    }
+
+    fn sb(&self, id: &str) -> &corral_core::Sandbox {
+        &self.state.sandboxes[id]
+    }
+
+    fn outbox_seqs(&self, host: &str) -> Vec<u64> {
+        self.state.hosts[host].outbox.keys().copied().collect()
+    }
+}
+
+#[test]
+fn a_create_is_placed_and_its_command_written_in_the_same_transaction() {
+    let mut w = World::new();
+    w.add_host("h1");
+    let (out, writes) = w.run(|tx, f| create(tx, f, "sb-a".into(), spec(), None));
+    let CreateOutcome::Created(sb) = out.unwrap() else { panic!("not created") };
+    assert_eq!(sb.state, SandboxState::Enqueued);
+    assert_eq!(sb.host.as_deref(), Some("h1"));
+    assert!(matches!(&writes[0], Write::PutSandbox(s) if s.state == SandboxState::Enqueued));
+    assert!(matches!(&writes[1], Write::PutOutbox(e) if e.seq == 1
+        && e.command == Command::AddSandbox { sandbox_id: "sb-a".into(), spec: spec() }));
+    assert!(matches!(&writes[2], Write::PutHost(h) if h.last_seq == 1));
+    assert_eq!(writes.len(), 3);
+}
+
+#[test]
+fn seqs_increase_by_one_per_host() {
+    let mut w = World::new();
+    w.add_host("h1");
+    for i in 0..5 {
+        w.create(&format!("sb-{i}"));
+    }
+    assert_eq!(w.outbox_seqs("h1"), vec![1, 2, 3, 4, 5]);
+    assert_eq!(w.state.hosts["h1"].host.last_seq, 5);
+}
+
+#[test]
+fn creates_spread_over_idle_hosts() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.add_host("h2");
+    for i in 0..4 {
+        w.create(&format!("sb-{i}"));
+    }
+    assert_eq!(w.state.hosts["h1"].live.len(), 2);
+    assert_eq!(w.state.hosts["h2"].live.len(), 2);
+}
+
+#[test]
+fn the_same_idempotency_key_returns_the_first_sandbox() {
+    let mut w = World::new();
+    w.add_host("h1");
+    let first = w.run(|tx, f| create(tx, f, "sb-1".into(), spec(), Some("k".into()))).0.unwrap();
+    let (again, writes) = w.run(|tx, f| create(tx, f, "sb-2".into(), spec(), Some("k".into())));
+    let CreateOutcome::Created(a) = first else { panic!() };
+    assert_eq!(again.unwrap(), CreateOutcome::Replayed(a));
+    assert!(writes.is_empty(), "a replay writes nothing");
+    let mut other = spec();
+    other.memory_mb = 1024;
+    let (conflict, writes) = w.run(|tx, f| create(tx, f, "sb-3".into(), other, Some("k".into())));
+    assert_eq!(conflict, Err(DecideError::KeyConflict("k".into())));
+    assert!(writes.is_empty());
+    assert_eq!(w.state.sandboxes.len(), 1);
+}
+
+#[test]
+fn without_hosts_a_create_waits_then_ends_no_capacity() {
+    let mut w = World::new();
+    let CreateOutcome::Created(sb) = w.create("sb-1") else { panic!() };
+    assert_eq!(sb.state, SandboxState::Pending);
+    w.now += w.policy.pending_timeout_ms - 1;
+    w.run(|tx, f| tick(tx, f));
+    assert_eq!(w.sb("sb-1").state, SandboxState::Pending);
+    w.now += 2;
+    w.run(|tx, f| tick(tx, f));
+    assert_eq!(w.sb("sb-1").state, SandboxState::Failed);
+    assert_eq!(w.sb("sb-1").end_reason, Some(EndReason::NoCapacity));
+}
+
+#[test]
+fn a_registering_host_takes_the_pending_queue_in_order() {
+    let mut w = World::new();
+    w.create("sb-1");
+    w.now += 1;
+    w.create("sb-2");
+    w.add_host("h1");
+    assert_eq!(w.sb("sb-1").state, SandboxState::Enqueued);
+    assert_eq!(w.sb("sb-2").state, SandboxState::Enqueued);
+    let cmds: Vec<_> = w.state.hosts["h1"].outbox.values().map(|e| e.command.sandbox_id().to_string()).collect();
+    assert_eq!(cmds, vec!["sb-1", "sb-2"]);
+    assert!(w.state.pending.is_empty());
+}
+
+#[test]
+fn an_ack_deletes_the_prefix_and_marks_starting() {
+    let mut w = World::new();
+    let epoch = w.add_host("h1");
+    for i in 1..=3 {
+        w.create(&format!("sb-{i}"));
+    }
+    w.now += 7;
+    let (_, writes) = w.run(|tx, f| {
+        ack(tx, f, "h1", epoch, 2);
+        assert_eq!(tx.drained_ms, vec![7, 7]);
+    });
+    assert!(writes.contains(&Write::DeleteOutbox { host: "h1".into(), through_seq: 2 }));
+    assert_eq!(w.outbox_seqs("h1"), vec![3]);
+    assert_eq!(w.state.hosts["h1"].host.acked_seq, 2);
+    assert_eq!(w.sb("sb-1").state, SandboxState::Starting);
+    assert_eq!(w.sb("sb-2").state, SandboxState::Starting);
+    assert_eq!(w.sb("sb-3").state, SandboxState::Enqueued);
+    // Repeated, stale, future and wrong-epoch acks change nothing.
+    for (e, s) in [(epoch, 2), (epoch, 1), (epoch, 9), (epoch + 1, 3)] {
+        let (_, writes) = w.run(|tx, f| ack(tx, f, "h1", e, s));
+        assert!(writes.is_empty(), "ack ({e}, {s}) wrote {writes:?}");
+    }
+}
+
+#[test]
+fn start_and_exit_events_drive_the_state() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.create("sb-1");
+    w.create("sb-2");
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    assert_eq!(w.sb("sb-1").state, SandboxState::Running);
+    assert_eq!(w.sb("sb-1").started_at_ms, Some(w.now));
+    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    assert!(writes.is_empty(), "a repeated start report is a no-op");
+    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h2", vec![HostEvent::Started { sandbox_id: "sb-2".into() }]));
+    assert!(writes.is_empty(), "reports from another host are ignored");
+    w.run(|tx, f| {
+        host_events(
+            tx,
+            f,
+            "h1",
+            vec![
+                HostEvent::Ended { sandbox_id: "sb-1".into(), reason: EndReason::OomKilled, message: "oom".into() },
+                HostEvent::StartFailed { sandbox_id: "sb-2".into(), message: "no such template".into() },
+            ],
+        )
+    });
+    assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Terminated, Some(EndReason::OomKilled)));
+    assert_eq!((w.sb("sb-2").state, w.sb("sb-2").end_reason), (SandboxState::Failed, Some(EndReason::StartFailed)));
+    assert_eq!(w.sb("sb-2").message.as_deref(), Some("no such template"));
+    assert!(w.state.hosts["h1"].live.is_empty());
+    assert_eq!(w.state.hosts["h1"].allocated_cpu_millis, 0);
+}
+
+#[test]
+fn delete_goes_through_stopping_and_ends_with_its_reason() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.create("sb-1");
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    let (sb, _) = w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted));
+    let sb = sb.unwrap();
+    assert_eq!((sb.state, sb.end_reason), (SandboxState::Stopping, Some(EndReason::Deleted)));
+    let last = w.state.hosts["h1"].outbox.values().last().unwrap().command.clone();
+    assert_eq!(last, Command::RemoveSandbox { sandbox_id: "sb-1".into(), reason: EndReason::Deleted });
+    // The host reports the stop with its own wording; the staged reason wins.
+    w.run(|tx, f| {
+        host_events(
+            tx,
+            f,
+            "h1",
+            vec![HostEvent::Ended { sandbox_id: "sb-1".into(), reason: EndReason::Exited, message: String::new() }],
+        )
+    });
+    assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Terminated, Some(EndReason::Deleted)));
+    let (again, writes) = w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted));
+    assert_eq!(again.unwrap().state, SandboxState::Terminated);
+    assert!(writes.is_empty(), "deleting twice changes nothing");
+    let (missing, _) = w.run(|tx, f| stop(tx, f, "nope", EndReason::Deleted));
+    assert_eq!(missing, Err(DecideError::NotFound("nope".into())));
+}
+
+#[test]
+fn a_pending_sandbox_is_deleted_at_once() {
+    let mut w = World::new();
+    w.create("sb-1");
+    let (sb, writes) = w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted));
+    assert_eq!(sb.unwrap().state, SandboxState::Terminated);
+    assert_eq!(writes.len(), 1);
+    assert!(w.state.pending.is_empty());
+}
+
+#[test]
+fn ttl_expiry_stops_with_ttl_expired() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.create("sb-1");
+    w.now += 3_599_999;
+    w.live.get_mut("h1").unwrap().last_seen_ms = w.now;
+    w.run(|tx, f| tick(tx, f));
+    assert_eq!(w.sb("sb-1").state, SandboxState::Enqueued);
+    w.now += 1;
+    w.run(|tx, f| tick(tx, f));
+    assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Stopping, Some(EndReason::TtlExpired)));
+}
+
+#[test]
+fn a_full_sync_wants_live_sandboxes_and_finishes_stopping_ones() {
+    let mut w = World::new();
+    w.add_host("h1");
+    for i in 1..=3 {
+        w.create(&format!("sb-{i}"));
+    }
+    w.run(|tx, f| stop(tx, f, "sb-2", EndReason::Deleted)).0.unwrap();
+    let desired: Vec<String> = desired_on_host(&w.state, "h1").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(desired, vec!["sb-1", "sb-3"]);
+    w.run(|tx, f| full_sync_sent(tx, f, "h1"));
+    assert_eq!((w.sb("sb-2").state, w.sb("sb-2").end_reason), (SandboxState::Terminated, Some(EndReason::Deleted)));
+    assert_eq!(w.state.hosts["h1"].host.full_syncs, 1);
+}
+
+#[test]
+fn a_host_past_its_lease_gets_no_work_and_after_grace_loses_its_sandboxes() {
+    let mut w = World::new();
+    let epoch = w.add_host("h1");
+    w.create("sb-1");
+    w.now += w.policy.lease_ms + 1;
+    let CreateOutcome::Created(sb) = w.create("sb-2") else { panic!() };
+    assert_eq!(sb.state, SandboxState::Pending, "an expired host gets no new work");
+    w.now += w.policy.host_lost_grace_ms;
+    w.run(|tx, f| tick(tx, f));
+    assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Failed, Some(EndReason::HostLost)));
+    let host = &w.state.hosts["h1"].host;
+    assert!(host.epoch > epoch, "a returning host must full-sync");
+    assert!(w.state.hosts["h1"].outbox.is_empty());
+}
+
+#[test]
+fn the_image_rebuilt_from_the_store_equals_the_working_one() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.create("sb-1");
+    w.create("sb-2");
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    let store = corral_store::MemoryStore::new();
+    let mut all = Vec::new();
+    let mut replay = World::new();
+    replay.add_host("h1");
+    // Re-run the same history, collecting writes, into a store.
+    for id in ["sb-1", "sb-2"] {
+        let (_, ws) = replay.run(|tx, f| create(tx, f, id.into(), spec(), None));
+        all.extend(ws);
+    }
+    let reg_writes: Vec<Write> =
+        replay.state.hosts.values().map(|h| Write::PutHost(h.host.clone())).collect();
+    corral_store::Store::commit(&store, &reg_writes).unwrap();
+    corral_store::Store::commit(&store, &all).unwrap();
+    let rebuilt = State::from_snapshot(corral_store::Store::load(&store).unwrap());
+    assert_eq!(rebuilt.outbox_backlog(), 2);
+    assert_eq!(rebuilt.count(SandboxState::Enqueued), 2);
+    assert_eq!(rebuilt.hosts["h1"].live.len(), 2);
+    assert_eq!(rebuilt.hosts["h1"].allocated_cpu_millis, 2000);
+}
