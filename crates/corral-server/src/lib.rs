@@ -1,4 +1,200 @@
-//! Corral's server.
+//! Corral's server: the REST API users call, the gRPC `Control` service
+//! dataplanes long-poll, the scheduler, and the group-committed outbox.
+//!
+//! ```text
+//! REST ─▶ api (validate) ─▶ controller (decide on working state → one store
+//!          ▲                 transaction per batch → publish to readers)
+//!          │                            │ wakes
+//!          └── reads committed state    ▼
+//!                              grpc::Control (PollCommands long poll)
+//! ```
+//! Use [`Server::bind`] then [`Server::serve`].
 
+pub mod api;
+pub mod controller;
+pub mod grpc;
+pub mod metrics;
 pub mod scheduler;
+pub mod shared;
 pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::time::now_ms;
+use corral_core::validate::Limits;
+use corral_proto::v1::control_server::ControlServer;
+use corral_store::{RedbStore, Store};
+use tokio::net::TcpListener;
+
+use crate::controller::Controller;
+use crate::shared::Shared;
+use crate::state::decide::{self, Liveness, Policy};
+use crate::state::State;
+
+/// How the server is set up. Every field has a flag in `corral server`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub policy: Policy,
+    pub limits: Limits,
+    /// Decisions allowed to wait for the writer before callers get 503.
+    pub queue_depth: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("corral-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7701)),
+            policy: Policy::default(),
+            limits: Limits::default(),
+            queue_depth: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] corral_store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("serving failed: {0}")]
+    Serve(String),
+}
+
+/// A server whose store is loaded and whose sockets are bound.
+pub struct Server {
+    config: ServerConfig,
+    http: TcpListener,
+    grpc: TcpListener,
+    shared: Arc<Shared>,
+    store: Arc<dyn Store>,
+    /// Sandboxes and hosts found in the store at start.
+    pub loaded: (usize, usize),
+}
+
+impl Server {
+    /// Opens the store in `data_dir`, rebuilds the state and binds both ports.
+    /// The bound addresses are also written to `api.addr` and `grpc.addr` in
+    /// the data dir, so scripts and tests can use port 0.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        let path = dir.join("corral.redb");
+        let store: Arc<dyn Store> =
+            Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await.map_err(join_err)??);
+        let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
+        let state = State::from_snapshot(snap);
+        let loaded = (state.sandboxes.len(), state.hosts.len());
+        let shared = Arc::new(Shared::new(state));
+        {
+            // Every known host gets a fresh lease: we cannot know how long it
+            // was silent while the server was down.
+            let now = now_ms();
+            let mut live = shared.liveness.write();
+            for id in shared.committed.read().hosts.keys() {
+                live.insert(id.clone(), Liveness { last_seen_ms: now, cpu_pct: 0.0 });
+            }
+        }
+        metrics::set_state_gauges(&shared.committed.read());
+        let http = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
+        let grpc = TcpListener::bind(config.grpc_listen).await.map_err(|e| ServerError::Bind(config.grpc_listen, e))?;
+        let server = Server { config, http, grpc, shared, store, loaded };
+        server.write_addr_files()?;
+        Ok(server)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.listen)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_listen)
+    }
+
+    fn write_addr_files(&self) -> Result<(), ServerError> {
+        let dir = &self.config.data_dir;
+        for (name, addr) in [("api.addr", self.http_addr()), ("grpc.addr", self.grpc_addr())] {
+            std::fs::write(dir.join(name), format!("{addr}\n")).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends held long
+    /// polls and lets in-flight requests finish (at most 5 s).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let policy = self.config.policy.clone();
+        let controller = Controller::start(self.store.clone(), self.shared.clone(), policy.clone(), self.config.queue_depth);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let ticker = tokio::spawn(tick_loop(controller.clone(), self.shared.clone()));
+        let app = api::AppState {
+            controller: controller.clone(),
+            shared: self.shared.clone(),
+            agents: Arc::new(grpc::AgentPool::default()),
+            limits: Arc::new(self.config.limits.clone()),
+            policy: Arc::new(policy.clone()),
+            prometheus: metrics::handle(),
+        };
+        let control = grpc::ControlService {
+            controller,
+            shared: self.shared.clone(),
+            heartbeat_interval_ms: policy.heartbeat_interval_ms,
+            stopping: stop_rx.clone(),
+        };
+        let http = axum::serve(self.http, api::router(app)).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                ControlServer::new(control)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(256 << 20),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                stopped(stop_rx.clone()),
+            );
+        let both = async { tokio::try_join!(async { http.await.map_err(|e| e.to_string()) }, async {
+            grpc.await.map_err(|e| e.to_string())
+        }) };
+        let mut stop_rx2 = stop_rx.clone();
+        let result = tokio::select! {
+            r = both => r.map(|_| ()),
+            _ = async { let _ = stop_rx2.wait_for(|s| *s).await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
+        };
+        ticker.abort();
+        result.map_err(ServerError::Serve)
+    }
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The periodic sweep (TTL, pending deadlines, lost hosts) and housekeeping.
+async fn tick_loop(controller: Controller, shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        controller.submit(decide::tick);
+        shared.prune_waiters();
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> ServerError {
+    ServerError::Serve(e.to_string())
+}

@@ -311,25 +311,32 @@ pub fn desired_on_host(state: &State, host_id: &str) -> Vec<(String, SandboxSpec
         .collect()
 }
 
-/// A full sync was sent to the host. Its dataplane will stop everything not in
-/// the desired set, so sandboxes that were `stopping` there are done: their
-/// `RemoveSandbox` commands are superseded by the sync.
-pub fn full_sync_sent(tx: &mut Tx, fleet: &Fleet, host_id: &str) {
+/// A full sync was sent to the host. Its dataplane stops everything not in
+/// the desired set, so the sandboxes that were `stopping` when the sync was
+/// taken (`stopping_ids`) are done: the sync supersedes their `RemoveSandbox`.
+pub fn full_sync_sent(tx: &mut Tx, fleet: &Fleet, host_id: &str, stopping_ids: &[String]) {
     let Some(hs) = tx.state.hosts.get(host_id) else { return };
     let mut host = hs.host.clone();
-    let stopping: Vec<Sandbox> = hs
-        .live
-        .iter()
-        .filter_map(|id| tx.state.sandboxes.get(id))
-        .filter(|sb| sb.state == SandboxState::Stopping)
-        .cloned()
-        .collect();
-    for sb in stopping {
-        let reason = sb.end_reason.unwrap_or(EndReason::Deleted);
-        end(tx, fleet, sb, reason, None);
+    for id in stopping_ids {
+        let Some(sb) = tx.state.sandboxes.get(id) else { continue };
+        if sb.state == SandboxState::Stopping && sb.host.as_deref() == Some(host_id) {
+            let sb = sb.clone();
+            let reason = sb.end_reason.unwrap_or(EndReason::Deleted);
+            end(tx, fleet, sb, reason, None);
+        }
     }
     host.full_syncs += 1;
     tx.put_host(host);
+}
+
+/// The sandboxes of a host that are `stopping`: what a full sync taken now supersedes.
+pub fn stopping_on_host(state: &State, host_id: &str) -> Vec<String> {
+    let Some(hs) = state.hosts.get(host_id) else { return Vec::new() };
+    hs.live
+        .iter()
+        .filter(|id| state.sandboxes.get(*id).is_some_and(|sb| sb.state == SandboxState::Stopping))
+        .cloned()
+        .collect()
 }
 
 /// What a dataplane reports about one of its sandboxes.

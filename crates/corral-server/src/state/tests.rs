@@ -125,10 +125,10 @@ fn without_hosts_a_create_waits_then_ends_no_capacity() {
     let CreateOutcome::Created(sb) = w.create("sb-1") else { panic!() };
     assert_eq!(sb.state, SandboxState::Pending);
     w.now += w.policy.pending_timeout_ms - 1;
-    w.run(|tx, f| tick(tx, f));
+    w.run(tick);
     assert_eq!(w.sb("sb-1").state, SandboxState::Pending);
     w.now += 2;
-    w.run(|tx, f| tick(tx, f));
+    w.run(tick);
     assert_eq!(w.sb("sb-1").state, SandboxState::Failed);
     assert_eq!(w.sb("sb-1").end_reason, Some(EndReason::NoCapacity));
 }
@@ -248,10 +248,10 @@ fn ttl_expiry_stops_with_ttl_expired() {
     w.create("sb-1");
     w.now += 3_599_999;
     w.live.get_mut("h1").unwrap().last_seen_ms = w.now;
-    w.run(|tx, f| tick(tx, f));
+    w.run(tick);
     assert_eq!(w.sb("sb-1").state, SandboxState::Enqueued);
     w.now += 1;
-    w.run(|tx, f| tick(tx, f));
+    w.run(tick);
     assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Stopping, Some(EndReason::TtlExpired)));
 }
 
@@ -265,7 +265,12 @@ fn a_full_sync_wants_live_sandboxes_and_finishes_stopping_ones() {
     w.run(|tx, f| stop(tx, f, "sb-2", EndReason::Deleted)).0.unwrap();
     let desired: Vec<String> = desired_on_host(&w.state, "h1").into_iter().map(|(id, _)| id).collect();
     assert_eq!(desired, vec!["sb-1", "sb-3"]);
-    w.run(|tx, f| full_sync_sent(tx, f, "h1"));
+    let stopping = stopping_on_host(&w.state, "h1");
+    assert_eq!(stopping, vec!["sb-2"]);
+    w.create("sb-4");
+    w.run(|tx, f| stop(tx, f, "sb-4", EndReason::Deleted)).0.unwrap();
+    w.run(|tx, f| full_sync_sent(tx, f, "h1", &stopping));
+    assert_eq!(w.sb("sb-4").state, SandboxState::Stopping, "stopped after the sync was taken: still stopping");
     assert_eq!((w.sb("sb-2").state, w.sb("sb-2").end_reason), (SandboxState::Terminated, Some(EndReason::Deleted)));
     assert_eq!(w.state.hosts["h1"].host.full_syncs, 1);
 }
@@ -279,7 +284,7 @@ fn a_host_past_its_lease_gets_no_work_and_after_grace_loses_its_sandboxes() {
     let CreateOutcome::Created(sb) = w.create("sb-2") else { panic!() };
     assert_eq!(sb.state, SandboxState::Pending, "an expired host gets no new work");
     w.now += w.policy.host_lost_grace_ms;
-    w.run(|tx, f| tick(tx, f));
+    w.run(tick);
     assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Failed, Some(EndReason::HostLost)));
     let host = &w.state.hosts["h1"].host;
     assert!(host.epoch > epoch, "a returning host must full-sync");
