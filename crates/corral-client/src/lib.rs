@@ -1,0 +1,199 @@
+//! A typed client for Corral's REST API.
+//!
+//! One [`Client`] holds one connection pool; clone it freely. Every non-2xx
+//! answer becomes [`ClientError::Api`] carrying the server's stable error
+//! `code`, so callers can match on it instead of parsing messages.
+
+use std::time::Duration;
+
+use corral_core::api::{
+    BatchCreateResponse, CreateSandboxRequest, ErrorBody, ExecRequest, ExecResponse, HostList, SandboxList,
+    TemplateList,
+};
+use corral_core::Sandbox;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// The server a client talks to when nothing else is said.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{status}: {message} ({code})")]
+    Api { status: u16, code: String, message: String },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Filters for [`Client::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub label: Option<String>,
+    pub host: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Transport { url: base.to_string(), message: e.to_string() })?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+            Err(_) => ClientError::Api { status: status.as_u16(), code: "http_error".into(), message: text },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(rb).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Creates a sandbox; with `wait`, answers once it runs or has ended.
+    pub async fn create(&self, req: &CreateSandboxRequest, wait: bool) -> Result<Sandbox, ClientError> {
+        let path = if wait { "/v1/sandboxes?wait=running" } else { "/v1/sandboxes" };
+        self.json(self.request(Method::POST, path).json(req)).await
+    }
+
+    /// Creates `count` sandboxes of one spec in one call.
+    pub async fn create_batch(&self, count: usize, req: &CreateSandboxRequest) -> Result<Vec<String>, ClientError> {
+        let mut body = serde_json::to_value(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        body["count"] = serde_json::json!(count);
+        let r: BatchCreateResponse = self.json(self.request(Method::POST, "/v1/sandboxes/batch").json(&body)).await?;
+        Ok(r.ids)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Sandbox, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/sandboxes/{id}"))).await
+    }
+
+    pub async fn list(&self, f: &ListFilter) -> Result<Vec<Sandbox>, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [("state", &f.state), ("label", &f.label), ("host", &f.host)] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        if let Some(l) = f.limit {
+            q.push(("limit", l.to_string()));
+        }
+        let r: SandboxList = self.json(self.request(Method::GET, "/v1/sandboxes").query(&q)).await?;
+        Ok(r.sandboxes)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<Sandbox, ClientError> {
+        self.json(self.request(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await
+    }
+
+    pub async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResponse, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(req)).await
+    }
+
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, ClientError> {
+        let rb = self.request(Method::GET, &format!("/v1/sandboxes/{id}/files")).query(&[("path", path)]);
+        let resp = self.send(rb).await?;
+        Ok(resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?.to_vec())
+    }
+
+    pub async fn write_file(&self, id: &str, path: &str, content: Vec<u8>) -> Result<(), ClientError> {
+        let rb = self.request(Method::PUT, &format!("/v1/sandboxes/{id}/files")).query(&[("path", path)]).body(content);
+        self.send(rb).await.map(|_| ())
+    }
+
+    pub async fn hosts(&self) -> Result<HostList, ClientError> {
+        self.json(self.request(Method::GET, "/v1/hosts")).await
+    }
+
+    pub async fn templates(&self) -> Result<TemplateList, ClientError> {
+        self.json(self.request(Method::GET, "/v1/templates")).await
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let resp = self.send(self.request(Method::GET, "/metrics")).await?;
+        resp.text().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Whether `/healthz` answers 200.
+    pub async fn healthy(&self) -> bool {
+        matches!(self.request(Method::GET, "/healthz").send().await, Ok(r) if r.status() == StatusCode::OK)
+    }
+}
+
+/// Sums a metric's samples in Prometheus text (all label sets).
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn sums_a_metric_over_its_labels() {
+        let text = "# TYPE corral_outbox_backlog gauge\n\
+                    corral_outbox_backlog{host=\"a\"} 3\n\
+                    corral_outbox_backlog{host=\"b\"} 4\n\
+                    corral_outbox_backlog_other 9\n";
+        assert_eq!(metric_sum(text, "corral_outbox_backlog"), Some(7.0));
+        assert_eq!(metric_sum(text, "missing"), None);
+    }
+}

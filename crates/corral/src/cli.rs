@@ -1,0 +1,261 @@
+//! The command line (contract: DESIGN.md, "CLI contract").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about = "Isolated sandboxes for AI agents, thousands at a time")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "CORRAL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More detailed logs.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a server, a local dataplane and the embedded store in one process.
+    Up(UpArgs),
+    /// Run the server alone (REST API, dataplane gRPC, store).
+    Server(ServerArgs),
+    /// Run the dataplane of one host, connected to a server.
+    Dataplane(DataplaneArgs),
+    /// Create, inspect, use and remove sandboxes.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// The hosts the server knows.
+    #[command(subcommand)]
+    Host(ListOnly),
+    /// The templates the fleet offers.
+    #[command(subcommand)]
+    Template(ListOnly),
+}
+
+/// How clients find and authenticate to the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's REST URL.
+    #[arg(long, global = true, env = "CORRAL_URL", default_value = corral_client::DEFAULT_URL)]
+    pub url: String,
+    /// API token (sent as a bearer token).
+    #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Where the store lives.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
+    pub data_dir: PathBuf,
+    /// REST API address.
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Dataplane gRPC address.
+    #[arg(long, env = "CORRAL_GRPC_LISTEN", default_value = "127.0.0.1:7701")]
+    pub grpc_listen: SocketAddr,
+    /// Schedulable CPU = host CPU × this (limits are ceilings, idle sandboxes use none).
+    #[arg(long, env = "CORRAL_CPU_OVERCOMMIT", default_value_t = 1000.0)]
+    pub cpu_overcommit: f64,
+    /// Schedulable memory = host memory × this.
+    #[arg(long, env = "CORRAL_MEMORY_OVERCOMMIT", default_value_t = 64.0)]
+    pub memory_overcommit: f64,
+    /// A host without a heartbeat for this long gets no new work.
+    #[arg(long, env = "CORRAL_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
+    /// After its lease, how long until a silent host's sandboxes end `host_lost`.
+    #[arg(long, env = "CORRAL_HOST_LOST_GRACE_MS", default_value_t = 60_000)]
+    pub host_lost_grace_ms: u64,
+    /// How long a create waits for capacity before ending `no_capacity`.
+    #[arg(long, env = "CORRAL_PENDING_TIMEOUT_MS", default_value_t = 60_000)]
+    pub pending_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HostArgs {
+    /// This host's id (default: the hostname).
+    #[arg(long, env = "CORRAL_HOST_ID")]
+    pub host_id: Option<String>,
+    /// Where the dataplane's Agent service (exec, files) listens.
+    #[arg(long, env = "CORRAL_AGENT_LISTEN", default_value = "127.0.0.1:0")]
+    pub agent_listen: SocketAddr,
+    /// How many sandbox starts run at once (default: the number of cores).
+    #[arg(long, env = "CORRAL_START_CONCURRENCY")]
+    pub start_concurrency: Option<usize>,
+    /// Stop every sandbox when the dataplane shuts down (default: leave them
+    /// running; the next dataplane adopts them).
+    #[arg(long, env = "CORRAL_STOP_SANDBOXES_ON_EXIT")]
+    pub stop_sandboxes_on_exit: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataplaneArgs {
+    /// The server's dataplane gRPC URL.
+    #[arg(long, env = "CORRAL_SERVER", default_value = "http://127.0.0.1:7701")]
+    pub server: String,
+    /// Where the dataplane keeps its cursor and sandboxes.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data/dataplane")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox and print its id.
+    Create(CreateArgs),
+    /// Run a command in a sandbox; exits with the command's exit code.
+    Exec(ExecArgs),
+    /// List sandboxes, newest first.
+    Ls(LsArgs),
+    /// Show one sandbox.
+    Get(IdArgs),
+    /// Stop and remove sandboxes.
+    Rm(RmArgs),
+    /// Copy a local file into a sandbox.
+    Put(PutArgs),
+    /// Print a file from a sandbox (or save it with --output).
+    Cat(CatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, default_value = "base")]
+    pub template: String,
+    /// CPU in thousandths of a core.
+    #[arg(long = "cpu", value_name = "MILLIS")]
+    pub cpu_millis: Option<i64>,
+    /// Memory limit in MiB.
+    #[arg(long = "memory", value_name = "MB")]
+    pub memory_mb: Option<i64>,
+    /// Seconds until the sandbox is ended.
+    #[arg(long = "ttl", value_name = "SECONDS")]
+    pub ttl_s: Option<i64>,
+    /// Environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Retrying with the same key returns the same sandbox.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Wait until the sandbox runs (or fails).
+    #[arg(long)]
+    pub wait: bool,
+    /// Create this many at once (one batch call); prints one id per line.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+    /// Environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Kill the command after this many milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Feed this process's standard input to the command.
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only this state (pending, running, terminated, ...).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only sandboxes with this label, KEY=VALUE.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Only sandboxes on this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Wait until each sandbox has ended.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+    /// Local file to send (`-` for standard input).
+    pub local: PathBuf,
+    /// Destination path inside the sandbox.
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+    /// Path inside the sandbox.
+    pub path: String,
+    /// Write to this local file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListOnly {
+    /// List them.
+    Ls(ClientOnly),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientOnly {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

@@ -1,0 +1,91 @@
+//! `corral up`, `corral server`, `corral dataplane`: the long-running processes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use corral_dataplane::DataplaneConfig;
+use corral_server::state::decide::Policy;
+use corral_server::{Server, ServerConfig};
+
+use crate::cli::{DataplaneArgs, HostArgs, ServerArgs, UpArgs};
+
+fn server_config(a: &ServerArgs) -> ServerConfig {
+    ServerConfig {
+        data_dir: a.data_dir.clone(),
+        listen: a.listen,
+        grpc_listen: a.grpc_listen,
+        policy: Policy {
+            cpu_overcommit: a.cpu_overcommit,
+            memory_overcommit: a.memory_overcommit,
+            lease_ms: a.lease_ms,
+            host_lost_grace_ms: a.host_lost_grace_ms,
+            pending_timeout_ms: a.pending_timeout_ms,
+            ..Policy::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> DataplaneConfig {
+    let host_id = h.host_id.clone().unwrap_or_else(corral_dataplane::default_host_id);
+    let mut c = DataplaneConfig::new(server_url, host_id, data_dir);
+    c.agent_listen = h.agent_listen;
+    if let Some(n) = h.start_concurrency {
+        c.start_concurrency = n;
+    }
+    c.stop_sandboxes_on_shutdown = h.stop_sandboxes_on_exit;
+    c
+}
+
+async fn bind_server(a: &ServerArgs) -> anyhow::Result<Server> {
+    let server = Server::bind(server_config(a)).await.context("starting the server")?;
+    let (sandboxes, hosts) = server.loaded;
+    tracing::info!(
+        api = %server.http_addr(), grpc = %server.grpc_addr(), data_dir = %a.data_dir.display(),
+        sandboxes, hosts, "server ready"
+    );
+    Ok(server)
+}
+
+pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    let server = bind_server(&a).await?;
+    server.serve(super::shutdown_signal()).await?;
+    tracing::info!("server stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
+    let config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
+    corral_dataplane::run(config, super::shutdown_signal()).await.context("dataplane")?;
+    tracing::info!("dataplane stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let server = bind_server(&a.server).await?;
+    let grpc_url = format!("http://{}", server.grpc_addr());
+    let api_url = format!("http://{}", server.http_addr());
+    let dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let dataplane = tokio::spawn(corral_dataplane::run(dp_config, until_stop(stop_rx.clone())));
+    let serving = tokio::spawn(server.serve(until_stop(stop_rx)));
+    eprintln!(
+        "corral is up in {:.0?}: API {api_url} (dataplane on this host, process driver: NO isolation, for development)\n\
+         try: CORRAL_URL={api_url} corral sandbox create --wait",
+        started.elapsed()
+    );
+    super::shutdown_signal().await;
+    eprintln!("shutting down…");
+    let _ = stop_tx.send(true);
+    let dp = dataplane.await.context("dataplane task")?;
+    let sv = serving.await.context("server task")?;
+    dp.context("dataplane")?;
+    sv.context("server")?;
+    Ok(ExitCode::SUCCESS)
+}
