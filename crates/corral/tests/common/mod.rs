@@ -1,0 +1,227 @@
+//! A harness that runs the real `corral` binary: `up`, or a separate server
+//! and dataplane that tests can SIGKILL and restart on the same data dirs.
+//!
+//! Every process a test starts — and every sandbox keeper the process driver
+//! leaves behind — is killed when its guard drops, even if the test panics.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A free loopback port (bound and released; the test then owns it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One `corral` child process, SIGKILLed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log: &Path) -> Proc {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn corral");
+        Proc { child, log: log.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (up to 10 s) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Kills every sandbox keeper whose dataplane data dir is under `root`.
+pub fn kill_keepers_under(root: &Path) {
+    let Ok(root) = root.canonicalize() else { return };
+    let needle = format!("CORRAL_DATAPLANE_DIR={}", root.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(environ) = std::fs::read(e.path().join("environ")) else { continue };
+        let marked = environ.split(|b| *b == 0).any(|kv| String::from_utf8_lossy(kv).starts_with(&needle));
+        if marked {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A whole Corral on loopback in a temp dir: `corral up`, or a server and a
+/// dataplane as separate processes. Cleans up everything on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub api_port: u16,
+    pub grpc_port: u16,
+    pub server: Option<Proc>,
+    pub dataplane: Option<Proc>,
+    pub client: Client,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::Builder::new().prefix("corral-e2e-").tempdir().expect("temp dir");
+        let api_port = free_port();
+        let grpc_port = free_port();
+        let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
+        Cluster { dir, api_port, grpc_port, server: None, dataplane: None, client }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn server_dir(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+
+    pub fn dataplane_dir(&self) -> PathBuf {
+        self.dir.path().join("dataplane")
+    }
+
+    /// `corral up` with everything in one process.
+    pub async fn up() -> Cluster {
+        let mut c = Cluster::new();
+        let dir = c.server_dir();
+        let (api, grpc) = (format!("127.0.0.1:{}", c.api_port), format!("127.0.0.1:{}", c.grpc_port));
+        let args = ["up", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc, "--host-id", "local"];
+        c.server = Some(Proc::spawn(&args, &c.dir.path().join("up.log")));
+        c.wait_ready().await;
+        c
+    }
+
+    /// A server and a dataplane, separately killable.
+    pub async fn split() -> Cluster {
+        let mut c = Cluster::new();
+        c.start_server();
+        c.start_dataplane();
+        c.wait_ready().await;
+        c
+    }
+
+    pub fn start_server(&mut self) {
+        let dir = self.server_dir();
+        let (api, grpc) = (format!("127.0.0.1:{}", self.api_port), format!("127.0.0.1:{}", self.grpc_port));
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log = self.dir.path().join(format!("server-{n}.log"));
+        self.server = Some(Proc::spawn(&["server", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc], &log));
+    }
+
+    pub fn start_dataplane(&mut self) {
+        let dir = self.dataplane_dir();
+        let server = format!("http://127.0.0.1:{}", self.grpc_port);
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log = self.dir.path().join(format!("dataplane-{n}.log"));
+        let args = ["dataplane", "--server", &server, "--data-dir", dir.to_str().unwrap(), "--host-id", "h1"];
+        self.dataplane = Some(Proc::spawn(&args, &log));
+    }
+
+    /// Waits until the API answers and a host has registered.
+    pub async fn wait_ready(&self) {
+        let client = self.client.clone();
+        eventually(Duration::from_secs(30), "the server to be ready with a host", || {
+            let client = client.clone();
+            async move {
+                let hosts = client.hosts().await.ok()?;
+                hosts.hosts.iter().any(|h| h.alive).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Sandbox ids in the dataplane's start log, in order, with repeats.
+    pub fn starts(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for dir in [self.dataplane_dir(), self.server_dir().join("dataplane")] {
+            let text = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
+            all.extend(text.lines().map(str::to_string));
+        }
+        all
+    }
+
+    /// The outbox backlog summed over hosts, from `/metrics`.
+    pub async fn backlog(&self) -> Option<f64> {
+        let text = self.client.metrics().await.ok()?;
+        corral_client::metric_sum(&text, "corral_outbox_backlog")
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in [&self.server, &self.dataplane].into_iter().flatten() {
+            out.push_str(&format!("--- {}\n{}\n", p.log.display(), p.log_text()));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.dataplane.take() {
+            p.kill9();
+        }
+        if let Some(mut p) = self.server.take() {
+            p.kill9();
+        }
+        kill_keepers_under(self.dir.path());
+    }
+}
