@@ -225,3 +225,11 @@ impl Drop for Cluster {
         kill_keepers_under(self.dir.path());
     }
 }
+
+impl Cluster {
+    /// How many sandboxes the server lists in `state`.
+    pub async fn count_in(&self, state: &str) -> Option<usize> {
+        let f = corral_client::ListFilter { state: Some(state.into()), limit: Some(100_000), ..Default::default() };
+        self.client.list(&f).await.ok().map(|l| l.len())
+    }
+}
