@@ -1,0 +1,138 @@
+//! How sandboxes are actually run. The rest of the dataplane (cursor, poll
+//! loop, events, adoption) is the same for every driver; a driver only knows
+//! how to start, find, stop and reach into one sandbox.
+//!
+//! Today there is [`process::ProcessDriver`] (no isolation, for development).
+//! A strongly isolated native runtime and a `sim` driver that starts nothing
+//! (for scheduler benchmarks) plug in through the same trait.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use corral_core::SandboxSpec;
+
+pub mod exec;
+pub mod paths;
+pub mod process;
+pub mod procfs;
+
+/// A boxed future, so the trait stays object safe (`Arc<dyn Driver>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// No such sandbox is running under this driver.
+    #[error("sandbox {0} is not running on this host")]
+    NotFound(String),
+    /// A file or program the request names does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// The request cannot be satisfied as asked (bad path, program not runnable, …).
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        DriverError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// A started (or adopted) sandbox.
+pub struct Started {
+    /// Resolves when the sandbox ends, for whatever reason, with a short
+    /// description ("exit status 0", "killed by signal 9", …).
+    pub exited: BoxFuture<'static, String>,
+}
+
+/// A process that an earlier dataplane left behind on this data dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub sandbox_id: String,
+    pub pid: i32,
+    /// The sandbox's keeper (its lifetime), as opposed to something exec'd in it.
+    pub keeper: bool,
+}
+
+/// One command to run inside a sandbox.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// Request env, layered over the sandbox's own env.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the sandbox ("" = its root).
+    pub cwd: String,
+    pub timeout: Duration,
+    pub stdin: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code, or 128+N when killed by signal N.
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+    pub timed_out: bool,
+}
+
+pub trait Driver: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Starts a sandbox. Called at most once per id over the life of the
+    /// data dir (the caller makes sure of that).
+    fn start<'a>(
+        &'a self,
+        id: &'a str,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<Started, DriverError>>;
+
+    /// Live processes an earlier dataplane left on this data dir.
+    fn discover(&self) -> Result<Vec<Discovered>, DriverError>;
+
+    /// Takes over a discovered keeper of a known sandbox.
+    fn adopt(&self, id: &str, found: &Discovered) -> Result<Started, DriverError>;
+
+    /// Kills a discovered process that belongs to nothing the dataplane knows.
+    fn kill_stray(&self, found: &Discovered);
+
+    /// Kills the sandbox and everything running in it. Its `exited` future
+    /// resolves once it is gone.
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DriverError>>;
+
+    /// Removes what is left of a stopped or ended sandbox (its files).
+    fn remove(&self, id: &str) -> Result<(), DriverError>;
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        spec: &'a SandboxSpec,
+        req: ExecSpec,
+    ) -> BoxFuture<'a, Result<ExecOutput, DriverError>>;
+
+    fn read_file<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, DriverError>>;
+
+    /// Writes a file (creating parent directories); `mode` 0 means 0644.
+    fn write_file<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+        content: Vec<u8>,
+        mode: u32,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+}
