@@ -28,6 +28,11 @@ pub struct OutboxEntry {
     pub host: String,
     pub seq: u64,
     pub command: Command,
-    /// When the transaction that wrote it committed; the drain-latency clock.
+    /// When the decision that wrote it was made (its transaction commits
+    /// right after); the drain-latency clock.
     pub committed_at_ms: u64,
+    /// The same instant in microseconds, sent to the dataplane so that
+    /// decision → received latency can be measured.
+    #[serde(default)]
+    pub decided_at_us: u64,
 }

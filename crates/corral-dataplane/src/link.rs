@@ -45,7 +45,11 @@ impl Link {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            // Command batches are often larger than HTTP/2's default 64 KiB
+            // window; a small window would stall each one for a round trip.
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(8 << 20);
         let client = ControlClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(256 * 1024 * 1024)
             .max_encoding_message_size(256 * 1024 * 1024);

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use corral_core::time::now_ms;
+use corral_core::time::now_us;
 use corral_store::{Store, Write};
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,11 +45,17 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts the writer loop. `queue_depth` bounds waiting jobs: beyond it
-    /// callers get [`Unavailable::Overloaded`] (→ 503 with `Retry-After`).
-    pub fn start(store: Arc<dyn Store>, shared: Arc<Shared>, policy: Policy, queue_depth: usize) -> Self {
+    /// Starts the writer loop on `rt`. `queue_depth` bounds waiting jobs:
+    /// beyond it callers get [`Unavailable::Overloaded`] (→ 503 with `Retry-After`).
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        shared: Arc<Shared>,
+        policy: Policy,
+        queue_depth: usize,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(queue_depth);
-        tokio::spawn(writer_loop(rx, store, shared, policy));
+        rt.spawn(writer_loop(rx, store, shared, policy));
         Controller { queue }
     }
 
@@ -92,11 +98,12 @@ async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared:
     let mut working = shared.committed.read().clone();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let now = now_ms();
+        let now_us = now_us();
+        let now = now_us / 1000;
         let started = Instant::now();
         let (writes, drained, completions) = {
             let liveness = shared.liveness.read();
-            let fleet = Fleet { now_ms: now, liveness: &liveness, policy: &policy };
+            let fleet = Fleet { now_ms: now, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
             (coalesce(tx.writes), tx.drained_ms, completions)

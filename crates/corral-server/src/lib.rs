@@ -28,7 +28,9 @@ use corral_core::time::now_ms;
 use corral_core::validate::Limits;
 use corral_proto::v1::control_server::ControlServer;
 use corral_store::{RedbStore, Store};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 
 use crate::controller::Controller;
 use crate::shared::Shared;
@@ -132,15 +134,38 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, ends held long
     /// polls and lets in-flight requests finish (at most 5 s).
+    ///
+    /// The writer loop and the dataplane `Control` service run on a runtime of
+    /// their own (the control lane), so that a flood of REST requests queues
+    /// behind itself and never delays a commit or the delivery of commands to
+    /// hosts; REST handlers reach the lane through channels.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let lane = Lane(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("corral-control")
+                .enable_all()
+                .build()
+                .map_err(|e| ServerError::Serve(format!("control runtime: {e}")))?,
+        ));
+        let handle = lane.0.as_ref().map(|rt| rt.handle().clone()).expect("just built");
+        self.serve_on(handle, shutdown).await
+    }
+
+    async fn serve_on(
+        self,
+        lane: tokio::runtime::Handle,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let policy = self.config.policy.clone();
-        let controller = Controller::start(self.store.clone(), self.shared.clone(), policy.clone(), self.config.queue_depth);
+        let controller =
+            Controller::start(&lane, self.store.clone(), self.shared.clone(), policy.clone(), self.config.queue_depth);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let ticker = tokio::spawn(tick_loop(controller.clone(), self.shared.clone()));
+        lane.spawn(tick_loop(controller.clone(), self.shared.clone()));
         let app = api::AppState {
             controller: controller.clone(),
             shared: self.shared.clone(),
@@ -155,28 +180,47 @@ impl Server {
             heartbeat_interval_ms: policy.heartbeat_interval_ms,
             stopping: stop_rx.clone(),
         };
-        let http = axum::serve(self.http, api::router(app)).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(
-                ControlServer::new(control)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(256 << 20),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
-                stopped(stop_rx.clone()),
-            );
-        let both = async { tokio::try_join!(async { http.await.map_err(|e| e.to_string()) }, async {
-            grpc.await.map_err(|e| e.to_string())
-        }) };
-        let mut stop_rx2 = stop_rx.clone();
-        let result = tokio::select! {
-            r = both => r.map(|_| ()),
-            _ = async { let _ = stop_rx2.wait_for(|s| *s).await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
+        let http = axum::serve(self.http.tap_io(|tcp| drop(tcp.set_nodelay(true))), api::router(app))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        // Re-registered inside the lane, so its connections live on the lane's reactor.
+        let grpc_listener = self.grpc.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
+        let grpc_stopped = stopped(stop_rx.clone());
+        let grpc = lane.spawn(async move {
+            let listener = TcpListener::from_std(grpc_listener).map_err(|e| e.to_string())?;
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(8 << 20)
+                .add_service(
+                    ControlServer::new(control)
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(256 << 20),
+                )
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), grpc_stopped)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let both = async {
+            tokio::try_join!(async { http.await.map_err(|e| e.to_string()) }, async {
+                grpc.await.map_err(|e| e.to_string())?
+            })
         };
-        ticker.abort();
-        result.map_err(ServerError::Serve)
+        let mut stop_rx2 = stop_rx.clone();
+        tokio::select! {
+            r = both => r.map(|_| ()).map_err(ServerError::Serve),
+            _ = async { let _ = stop_rx2.wait_for(|s| *s).await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
+        }
+    }
+}
+
+/// The control lane's runtime. Dropped from async code (also when `serve` is
+/// cancelled), so it shuts down in the background instead of blocking.
+struct Lane(Option<tokio::runtime::Runtime>);
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

@@ -41,6 +41,7 @@ fn main() {
                     seq,
                     command: Command::AddSandbox { sandbox_id: id, spec: spec.clone() },
                     committed_at_ms: 1,
+                    decided_at_us: 1_000,
                 }));
             }
             let t = Instant::now();

@@ -20,6 +20,7 @@ fn entry(host: &str, seq: u64) -> OutboxEntry {
         seq,
         command: Command::AddSandbox { sandbox_id: format!("sb-{seq}"), spec: spec() },
         committed_at_ms: 1,
+        decided_at_us: 1_000,
     }
 }
 

@@ -173,6 +173,7 @@ pub fn add(seq: u64, id: &str) -> Command {
             sandbox_id: id.into(),
             spec: Some(spec()),
         })),
+        decided_at_us: 0,
     }
 }
 
@@ -183,6 +184,7 @@ pub fn remove(seq: u64, id: &str, reason: &str) -> Command {
             sandbox_id: id.into(),
             reason: reason.into(),
         })),
+        decided_at_us: 0,
     }
 }
 

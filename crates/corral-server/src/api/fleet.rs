@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use corral_core::api::{HostList, HostView, TemplateList, TemplateView};
-use corral_core::time::now_ms;
+use corral_core::time::now_us;
 
 use super::AppState;
 use crate::state::decide::Fleet;
@@ -13,10 +13,11 @@ use crate::state::decide::Fleet;
 /// Every registered host with its backlog, sandbox count and heartbeat age.
 #[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = HostList)))]
 pub async fn hosts(State(app): State<AppState>) -> Json<HostList> {
-    let now = now_ms();
+    let now_us = now_us();
+    let now = now_us / 1000;
     let st = app.shared.committed.read();
     let live = app.shared.liveness.read();
-    let fleet = Fleet { now_ms: now, liveness: &live, policy: &app.policy };
+    let fleet = Fleet { now_ms: now, now_us, liveness: &live, policy: &app.policy };
     let hosts = st
         .hosts
         .values()

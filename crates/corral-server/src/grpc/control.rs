@@ -99,8 +99,8 @@ fn take_batch(hs: &crate::state::HostState, ack: u64, req: &pb::PollRequest) -> 
     };
     let mut out = Vec::new();
     let mut bytes = 0;
-    for (seq, e) in hs.outbox.range(ack + 1..) {
-        let c = command_to_pb(*seq, &e.command);
+    for e in hs.outbox.range(ack + 1..).map(|(_, e)| e) {
+        let c = command_to_pb(e);
         let len = c.encoded_len();
         if !out.is_empty() && (out.len() >= max_n || bytes + len > max_bytes) {
             return (out, true);

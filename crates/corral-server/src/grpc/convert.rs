@@ -1,6 +1,6 @@
 //! Conversions between protobuf messages and the core model.
 
-use corral_core::{Command, EndReason, SandboxSpec};
+use corral_core::{Command, EndReason, OutboxEntry, SandboxSpec};
 use corral_proto::v1 as pb;
 
 use crate::state::decide::HostEvent;
@@ -16,7 +16,8 @@ pub fn spec_to_pb(s: &SandboxSpec) -> pb::SandboxSpec {
     }
 }
 
-pub fn command_to_pb(seq: u64, c: &Command) -> pb::Command {
+pub fn command_to_pb(e: &OutboxEntry) -> pb::Command {
+    let (seq, c) = (e.seq, &e.command);
     let kind = match c {
         Command::AddSandbox { sandbox_id, spec } => {
             pb::command::Kind::Add(pb::AddSandbox { sandbox_id: sandbox_id.clone(), spec: Some(spec_to_pb(spec)) })
@@ -26,7 +27,7 @@ pub fn command_to_pb(seq: u64, c: &Command) -> pb::Command {
             reason: reason.as_str().to_string(),
         }),
     };
-    pb::Command { seq, kind: Some(kind) }
+    pb::Command { seq, kind: Some(kind), decided_at_us: e.decided_at_us }
 }
 
 pub fn parse_end_reason(s: &str) -> Option<EndReason> {

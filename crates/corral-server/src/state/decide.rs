@@ -53,6 +53,8 @@ pub struct Liveness {
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
     pub now_ms: u64,
+    /// The same instant in microseconds (`now_ms == now_us / 1000`).
+    pub now_us: u64,
     pub liveness: &'a HashMap<String, Liveness>,
     pub policy: &'a Policy,
 }
@@ -187,7 +189,13 @@ fn push_command(tx: &mut Tx, fleet: &Fleet, host_id: &str, command: Command) {
     let Some(hs) = tx.state.hosts.get(host_id) else { return };
     let mut host = hs.host.clone();
     host.last_seq += 1;
-    let entry = OutboxEntry { host: host_id.to_string(), seq: host.last_seq, command, committed_at_ms: fleet.now_ms };
+    let entry = OutboxEntry {
+        host: host_id.to_string(),
+        seq: host.last_seq,
+        command,
+        committed_at_ms: fleet.now_ms,
+        decided_at_us: fleet.now_us,
+    };
     tx.write(Write::PutOutbox(entry));
     tx.put_host(host);
 }
