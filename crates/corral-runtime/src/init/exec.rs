@@ -1,0 +1,185 @@
+//! Running a command inside the sandbox and streaming its output.
+//!
+//! The command is forked from the init (single-threaded, so fork is safe)
+//! and inherits everything that makes it sandboxed: namespaces, cgroup,
+//! `no_new_privs`, the seccomp filter and the reduced bounding set. Between
+//! fork and exec it becomes a session and process-group leader (so a timeout
+//! kills the whole group) and resets its OOM score (the init's is -1000).
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
+
+use super::reaper::ChildExit;
+use super::server::Init;
+use crate::config::ExecExit;
+use crate::protocol::{self, ExecRequest, InitReply, Kind, CHUNK};
+
+/// Largest stdin accepted.
+const MAX_STDIN: usize = 64 << 20;
+/// After the command exits, output still in flight is read for this long
+/// (background children that keep the pipes open do not hold the exec).
+const DRAIN: Duration = Duration::from_millis(200);
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Kills the command's process group unless disarmed (client gone, error).
+struct GroupGuard(i32, bool);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.1 {
+            // SAFETY: kill with a negative pid signals the process group we created.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+pub(crate) async fn handle(conn: &mut UnixStream, req: ExecRequest, init: &Init) -> std::io::Result<()> {
+    let stdin = protocol::read_data(conn, MAX_STDIN).await?;
+    let Some(program) = req.argv.first() else {
+        return reply_error(conn, "empty argv".into(), false).await;
+    };
+    let mut cmd = command(program, &req, init);
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            return reply_error(conn, format!("cannot run {program}: {e}"), missing).await;
+        }
+    };
+    let pid = child.id() as i32;
+    let exited = init.reaper.watch(pid);
+    let mut guard = GroupGuard(pid, true);
+    let (Some(i), Some(o), Some(e)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+        return reply_error(conn, "missing pipes".into(), false).await;
+    };
+    let stdin_pipe = pipe::Sender::from_owned_fd(OwnedFd::from(i))?;
+    let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(o))?;
+    let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(e))?;
+    drop(child); // never waited on here: the reaper owns wait()
+    let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
+    let (status, timed_out) = pump(conn, stdin, stdin_pipe, stdout, stderr, exited, timeout, pid).await?;
+    guard.1 = timed_out; // a finished command's background children may live on
+    drop(guard);
+    let exit = ExecExit {
+        exit_code: status.exit_code(),
+        signal: status.signal,
+        timed_out,
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    protocol::write_json(conn, Kind::Reply, &InitReply::Exit(exit)).await
+}
+
+/// Builds the command: env = defaults < sandbox env < request env.
+fn command(program: &str, req: &ExecRequest, init: &Init) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(&req.argv[1..])
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("HOME", if req.uid.unwrap_or(0) == 0 { "/root" } else { "/" })
+        .envs(&init.env)
+        .envs(&req.env)
+        .current_dir(resolve_cwd(&req.cwd, &init.workdir))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (uid, gid) = (req.uid, req.gid.or(req.uid));
+    // SAFETY: the closure runs in the forked child of this single-threaded
+    // init and only makes async-signal-safe syscalls.
+    unsafe { cmd.pre_exec(move || child_setup(uid, gid)) };
+    cmd
+}
+
+fn resolve_cwd(cwd: &str, workdir: &str) -> String {
+    match cwd {
+        "" => if workdir.is_empty() { "/".into() } else { workdir.into() },
+        c if c.starts_with('/') => c.into(),
+        c => Path::new(workdir).join(c).display().to_string(),
+    }
+}
+
+/// Between fork and exec, in the child.
+fn child_setup(uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on our own process.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+        if let Some(g) = gid {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(g, g, g) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if let Some(u) = uid {
+            if libc::setresuid(u, u, u) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Feeds stdin, forwards output chunks, waits for the exit (and the timeout).
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    conn: &mut UnixStream,
+    stdin: Vec<u8>,
+    mut stdin_pipe: pipe::Sender,
+    mut stdout: pipe::Receiver,
+    mut stderr: pipe::Receiver,
+    mut exited: tokio::sync::oneshot::Receiver<ChildExit>,
+    timeout: Option<Duration>,
+    pid: i32,
+) -> std::io::Result<(ChildExit, bool)> {
+    let feed = async move {
+        let _ = stdin_pipe.write_all(&stdin).await;
+    }; // dropping the sender closes stdin
+    tokio::pin!(feed);
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let kill_at = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
+    let (mut ob, mut eb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let (mut out_open, mut err_open, mut fed, mut timed_out) = (true, true, false, false);
+    let mut status: Option<ChildExit> = None;
+    let mut drain_until = far;
+    while !(status.is_some() && !out_open && !err_open) {
+        tokio::select! {
+            _ = &mut feed, if !fed => fed = true,
+            r = stdout.read(&mut ob), if out_open => match r {
+                Ok(n) if n > 0 => protocol::write_frame(conn, Kind::Stdout, &ob[..n]).await?,
+                _ => out_open = false,
+            },
+            r = stderr.read(&mut eb), if err_open => match r {
+                Ok(n) if n > 0 => protocol::write_frame(conn, Kind::Stderr, &eb[..n]).await?,
+                _ => err_open = false,
+            },
+            s = &mut exited, if status.is_none() => {
+                status = Some(s.unwrap_or(ChildExit { code: None, signal: Some(libc::SIGKILL) }));
+                drain_until = tokio::time::Instant::now() + DRAIN;
+            }
+            _ = tokio::time::sleep_until(kill_at), if !timed_out && status.is_none() => {
+                // SAFETY: signals the process group the command leads.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                timed_out = true;
+            }
+            _ = tokio::time::sleep_until(drain_until), if status.is_some() => break,
+        }
+    }
+    let status = status.unwrap_or(ChildExit { code: None, signal: Some(libc::SIGKILL) });
+    Ok((status, timed_out))
+}
+
+async fn reply_error(conn: &mut UnixStream, message: String, missing: bool) -> std::io::Result<()> {
+    protocol::write_json(conn, Kind::Reply, &InitReply::Error { message, missing }).await
+}

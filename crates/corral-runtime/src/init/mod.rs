@@ -1,0 +1,99 @@
+//! The sandbox's PID 1.
+//!
+//! Forked (cloned) from the spawner, so it is the same binary and needs
+//! nothing inside the image. [`child_main`] waits until the spawner has
+//! written its id maps and cgroups, finishes the sandbox from the inside
+//! ([`setup`]), locks itself down, then serves its socket ([`server`]):
+//! exec and file requests, zombie reaping ([`reaper`]), SIGTERM/SIGINT
+//! forwarding. If setup fails it still answers the first request on its
+//! socket with the error, then exits, so `create` reports why.
+//!
+//! Warm pools: everything up to and including "init ready" depends only on
+//! the template, so a pool can pre-create it. A later *claim* (binding the
+//! tenant's id as hostname, limits, env) would be a new request on this same
+//! socket plus a cgroup limit write on the host; the init would then need to
+//! keep `CAP_SYS_ADMIN` for `sethostname` until claimed. Not built yet.
+
+mod exec;
+mod files;
+mod reaper;
+mod server;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::protocol::InitConfig;
+
+/// Fd number the listening socket is moved to in the init.
+const LISTEN_FD: i32 = 3;
+
+/// Entry point of the cloned child; returns its exit code (never returns to
+/// the spawner's loop).
+pub(crate) fn child_main(listen: OwnedFd, release: OwnedFd, cfg: &InitConfig) -> i32 {
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(&release, &mut byte), Ok(1)) {
+        return 1; // the spawner gave up on us
+    }
+    drop(release);
+    let listen = match tidy_fds(listen) {
+        Ok(l) => l,
+        Err(_) => return 1,
+    };
+    let setup = setup(cfg);
+    if let Err(e) = &setup {
+        tracing::debug!(id = %cfg.id, error = %e, "sandbox setup failed");
+    }
+    server::run(listen, cfg, setup)
+}
+
+/// Keeps only the listening socket (as fd 3) and points 0/1/2 at /dev/null,
+/// so no host fd (the spawner's socket, the dataplane's log) reaches the sandbox.
+fn tidy_fds(listen: OwnedFd) -> Result<OwnedFd, ()> {
+    // SAFETY: dup2/close_range/open on fds this process owns; nothing else runs.
+    unsafe {
+        if listen.as_raw_fd() != LISTEN_FD {
+            if libc::dup2(listen.as_raw_fd(), LISTEN_FD) < 0 {
+                return Err(());
+            }
+            drop(listen);
+        } else {
+            std::mem::forget(listen);
+        }
+        libc::syscall(libc::SYS_close_range, (LISTEN_FD + 1) as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            return Err(());
+        }
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+        let flags = libc::fcntl(LISTEN_FD, libc::F_GETFD);
+        libc::fcntl(LISTEN_FD, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        Ok(OwnedFd::from_raw_fd(LISTEN_FD))
+    }
+}
+
+/// Everything the init does to itself before serving, in order.
+fn setup(cfg: &InitConfig) -> Result<(), String> {
+    nix::sys::signal::SigSet::empty().thread_set_mask().map_err(|e| format!("unblock signals: {e}"))?;
+    crate::namespaces::become_root()?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    crate::namespaces::enter_cgroup_ns()?;
+    crate::namespaces::set_hostname(&cfg.id)?;
+    crate::mounts::build_root(cfg)?;
+    crate::namespaces::loopback_up()?;
+    crate::mounts::enter_workdir(&cfg.workdir)?;
+    lock_down()
+}
+
+/// Drops what the init no longer needs, then installs the seccomp filter
+/// (after its own mounts, which the filter forbids).
+fn lock_down() -> Result<(), String> {
+    // Not dumpable: sandboxed processes cannot open /proc/1/{mem,environ,fd/*}.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    crate::caps::restrict_bounding_set()?;
+    crate::seccomp::install()
+}

@@ -1,0 +1,411 @@
+//! The public async API: create, exec, files, wait, destroy, list, adopt.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{oneshot, watch};
+
+use crate::cgroup::{Cgroup, Layout, Limits};
+use crate::client::{self, ExecStream};
+use crate::config::{AppliedLimits, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig, SandboxConfig, SandboxInfo, SandboxStats};
+use crate::error::{Result, RuntimeError};
+use crate::idmap::{SlotAllocator, IDS_PER_SANDBOX};
+use crate::protocol::{InitConfig, SpawnRequest};
+use crate::spawner_client::{InitStatus, SpawnerClient};
+use crate::state::{self, Meta, Paths};
+
+/// How long destroy waits for a killed init to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// One live (or ended but not yet destroyed) sandbox.
+struct Entry {
+    id: String,
+    pid: i32,
+    start_time: u64,
+    slot: u32,
+    host_id_base: u32,
+    paths: Paths,
+    cgroup: Cgroup,
+    exit: watch::Sender<Option<ExitInfo>>,
+}
+
+impl Entry {
+    fn exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// SIGKILLs the init (the kernel then kills its whole pid namespace) and
+    /// anything left in the cgroup. Checks the start time so a reused pid is
+    /// never hit.
+    fn kill(&self) {
+        if state::process_start_time(self.pid) == Some(self.start_time) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::SIGKILL);
+        }
+        self.cgroup.kill_all();
+    }
+}
+
+struct Inner {
+    cfg: RuntimeConfig,
+    layout: Layout,
+    spawner: SpawnerClient,
+    sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    slots: Mutex<SlotAllocator>,
+}
+
+/// The native sandbox runtime of one host. Cheap to clone.
+///
+/// Dropping the last handle stops the spawner but leaves running sandboxes
+/// alone; a new `Runtime` on the same `state_dir` adopts them.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runtime {
+    /// Checks the host, detects the cgroup layout, starts the spawner and
+    /// adopts the sandboxes an earlier runtime left in `state_dir`.
+    pub async fn new(cfg: RuntimeConfig) -> Result<Runtime> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(RuntimeError::Unsupported("the sandbox runtime needs root".into()));
+        }
+        create_state_dir(&cfg.state_dir)?;
+        let layout = Layout::detect(&cfg.cgroup_parent)?;
+        let slots = SlotAllocator::new(cfg.id_base, cfg.id_slots)?;
+        let spawner = SpawnerClient::start(&cfg).await?;
+        let rt = Runtime {
+            inner: Arc::new(Inner { cfg, layout, spawner, sandboxes: Mutex::new(HashMap::new()), slots: Mutex::new(slots) }),
+        };
+        rt.adopt_all();
+        Ok(rt)
+    }
+
+    /// The configuration this runtime runs with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.cfg
+    }
+
+    /// Host pid of the spawner (for diagnostics and tests).
+    pub fn spawner_pid(&self) -> Option<u32> {
+        self.inner.spawner.pid()
+    }
+
+    /// Creates a sandbox and returns once its init answers on its socket.
+    ///
+    /// Steps (host side, then the spawner, then the init itself): state dir →
+    /// cgroup with limits → clone into namespaces, id maps, cgroup join →
+    /// rootfs, /proc, /dev, pivot_root, loopback, caps, seccomp → ready.
+    /// A warm pool would run all of it ahead of time except the tenant
+    /// binding (hostname, limits, env), which a claim request would apply.
+    pub async fn create(&self, cfg: SandboxConfig) -> Result<SandboxInfo> {
+        let started = Instant::now();
+        validate(&cfg)?;
+        let slot = {
+            let map = lock(&self.inner.sandboxes);
+            if map.contains_key(&cfg.id) {
+                return Err(RuntimeError::AlreadyExists(cfg.id.clone()));
+            }
+            lock(&self.inner.slots).take()?
+        };
+        let paths = Paths::new(&self.inner.cfg.state_dir, &cfg.id);
+        if let Err(e) = paths.create() {
+            lock(&self.inner.slots).release(slot);
+            return Err(match e {
+                RuntimeError::AlreadyExists(_) => RuntimeError::AlreadyExists(cfg.id.clone()),
+                e => e,
+            });
+        }
+        let res = self.create_in_slot(&cfg, slot, paths.clone(), started).await;
+        if res.is_err() {
+            let _ = self.destroy(&cfg.id).await;
+            if !lock(&self.inner.sandboxes).contains_key(&cfg.id) {
+                let _ = self.inner.layout.sandbox(&cfg.id).remove(Duration::from_secs(2));
+                let _ = paths.remove();
+                lock(&self.inner.slots).release(slot);
+            }
+        }
+        res
+    }
+
+    async fn create_in_slot(&self, cfg: &SandboxConfig, slot: u32, paths: Paths, started: Instant) -> Result<SandboxInfo> {
+        let cgroup = self.inner.layout.sandbox(&cfg.id);
+        let limits = Limits { cpu_millis: cfg.cpu_millis, memory_mb: cfg.memory_mb, pids_max: cfg.pids_max };
+        cgroup.create(limits)?;
+        let host_id_base = lock(&self.inner.slots).host_base(slot);
+        let req = SpawnRequest {
+            host_id_base,
+            id_count: IDS_PER_SANDBOX,
+            socket: paths.socket(),
+            cgroup_procs: cgroup.procs_files(),
+            init: InitConfig {
+                id: cfg.id.clone(),
+                mount_dir: paths.mount_dir(),
+                lowers: cfg.rootfs.clone(),
+                binds: cfg.binds.clone(),
+                disk_mb: cfg.disk_mb,
+                env: cfg.env.clone(),
+                workdir: cfg.workdir.clone(),
+            },
+        };
+        let spawned = self.inner.spawner.spawn(req).await?;
+        let start_time = state::process_start_time(spawned.pid).unwrap_or(0);
+        let meta = Meta { id: cfg.id.clone(), pid: spawned.pid, start_time, slot, host_id_base, cgroup: cgroup.clone() };
+        paths.write_meta(&meta)?;
+        self.register(meta, paths.clone(), Some(spawned.exit));
+        client::ping(&paths.socket(), self.inner.cfg.start_timeout).await?;
+        tracing::debug!(id = %cfg.id, pid = spawned.pid, elapsed = ?started.elapsed(), "sandbox ready");
+        Ok(SandboxInfo { id: cfg.id.clone(), pid: spawned.pid, host_id_base, socket: paths.socket(), startup: started.elapsed() })
+    }
+
+    /// Records a sandbox and starts watching for its init's death.
+    fn register(&self, meta: Meta, paths: Paths, spawner_exit: Option<oneshot::Receiver<InitStatus>>) -> Arc<Entry> {
+        let (tx, _) = watch::channel(None);
+        let entry = Arc::new(Entry {
+            id: meta.id.clone(),
+            pid: meta.pid,
+            start_time: meta.start_time,
+            slot: meta.slot,
+            host_id_base: meta.host_id_base,
+            paths,
+            cgroup: meta.cgroup,
+            exit: tx,
+        });
+        lock(&self.inner.sandboxes).insert(entry.id.clone(), entry.clone());
+        tokio::spawn(watch_exit(entry.clone(), spawner_exit));
+        entry
+    }
+
+    /// Re-registers the sandboxes found in the state dir (a previous runtime's).
+    fn adopt_all(&self) {
+        for id in state::list_ids(&self.inner.cfg.state_dir) {
+            let paths = Paths::new(&self.inner.cfg.state_dir, &id);
+            let Some(meta) = paths.read_meta() else {
+                // A create interrupted before its meta was written: nothing can run there.
+                let _ = self.inner.layout.sandbox(&id).remove(Duration::from_millis(500));
+                let _ = paths.remove();
+                continue;
+            };
+            if !lock(&self.inner.slots).reserve(meta.slot) {
+                tracing::warn!(%id, slot = meta.slot, "slot of adopted sandbox already taken");
+            }
+            let alive = state::init_alive(&meta);
+            tracing::info!(%id, pid = meta.pid, alive, "adopting sandbox");
+            self.register(meta, paths, None);
+        }
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        lock(&self.inner.sandboxes).get(id).cloned().ok_or_else(|| RuntimeError::NotFound(id.to_string()))
+    }
+
+    fn live_entry(&self, id: &str) -> Result<Arc<Entry>> {
+        let e = self.entry(id)?;
+        if e.exited() {
+            return Err(RuntimeError::NotFound(format!("{id} (ended)")));
+        }
+        Ok(e)
+    }
+
+    /// Starts a command; output and the exit arrive on the returned stream.
+    pub async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecStream> {
+        let e = self.live_entry(id)?;
+        client::exec(&e.paths.socket(), spec).await
+    }
+
+    /// Runs a command to completion and returns all its output.
+    pub async fn exec_buffered(&self, id: &str, spec: ExecSpec) -> Result<ExecOutput> {
+        self.exec(id, spec).await?.collect().await
+    }
+
+    /// Reads a regular file (path inside the sandbox; relative = from its workdir).
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let e = self.live_entry(id)?;
+        client::read_file(&e.paths.socket(), path).await
+    }
+
+    /// Writes a regular file, creating parents; `mode` 0 means 0644.
+    pub async fn write_file(&self, id: &str, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let e = self.live_entry(id)?;
+        client::write_file(&e.paths.socket(), path, data, mode).await
+    }
+
+    /// Resolves when the sandbox's init has died.
+    pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
+        let mut rx = self.entry(id)?.exit.subscribe();
+        let info = rx.wait_for(|v| v.is_some()).await.map_err(|_| RuntimeError::NotFound(id.to_string()))?;
+        Ok(info.unwrap_or_default())
+    }
+
+    /// Limits as the cgroup files say now.
+    pub fn limits(&self, id: &str) -> Result<AppliedLimits> {
+        self.entry(id)?.cgroup.read_limits()
+    }
+
+    /// Live cgroup counters.
+    pub fn stats(&self, id: &str) -> Result<SandboxStats> {
+        Ok(self.entry(id)?.cgroup.stats())
+    }
+
+    /// Host pid of the sandbox's init.
+    pub fn init_pid(&self, id: &str) -> Result<i32> {
+        Ok(self.entry(id)?.pid)
+    }
+
+    /// First host uid/gid of the sandbox's range.
+    pub fn host_id_base(&self, id: &str) -> Result<u32> {
+        Ok(self.entry(id)?.host_id_base)
+    }
+
+    /// Ids of the sandboxes this runtime knows (created or adopted, not yet destroyed).
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = lock(&self.inner.sandboxes).keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Kills everything in the sandbox and removes its cgroups, socket and
+    /// dirs (its mounts lived only in its own mount namespace). Idempotent:
+    /// an unknown id with no leftovers is a success.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        state::validate_id(id)?;
+        let entry = lock(&self.inner.sandboxes).get(id).cloned();
+        let Some(e) = entry else {
+            return self.remove_leftovers(id).await;
+        };
+        if !e.exited() {
+            e.kill();
+            let mut rx = e.exit.subscribe();
+            if tokio::time::timeout(KILL_WAIT, rx.wait_for(|v| v.is_some())).await.is_err() {
+                tracing::warn!(%id, pid = e.pid, "init did not die in time");
+            }
+        }
+        let cg = e.cgroup.clone();
+        tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(5)))
+            .await
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        e.paths.remove()?;
+        let mut map = lock(&self.inner.sandboxes);
+        if map.get(id).is_some_and(|cur| Arc::ptr_eq(cur, &e)) {
+            map.remove(id);
+            lock(&self.inner.slots).release(e.slot);
+        }
+        tracing::debug!(%id, "sandbox destroyed");
+        Ok(())
+    }
+
+    async fn remove_leftovers(&self, id: &str) -> Result<()> {
+        let paths = Paths::new(&self.inner.cfg.state_dir, id);
+        if !paths.dir.exists() {
+            return Ok(());
+        }
+        let cg = match paths.read_meta() {
+            Some(meta) => {
+                if state::init_alive(&meta) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(meta.pid), nix::sys::signal::SIGKILL);
+                }
+                meta.cgroup
+            }
+            None => self.inner.layout.sandbox(id),
+        };
+        tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(5)))
+            .await
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        paths.remove()
+    }
+
+    /// Destroys every sandbox and removes the cgroup parents if empty
+    /// (for tests and for hosts being drained).
+    pub async fn destroy_all(&self) -> Result<()> {
+        for id in self.list().await? {
+            self.destroy(&id).await?;
+        }
+        self.inner.layout.remove_parents();
+        Ok(())
+    }
+}
+
+fn create_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(format!("mkdir {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| RuntimeError::io(format!("chmod {}", dir.display()), e))
+}
+
+fn validate(cfg: &SandboxConfig) -> Result<()> {
+    state::validate_id(&cfg.id)?;
+    if cfg.rootfs.is_empty() {
+        return Err(RuntimeError::InvalidArgument("rootfs needs at least one layer".into()));
+    }
+    let bad = |p: &PathBuf| !p.is_absolute() || p.to_str().is_none_or(|s| s.contains([':', ',', '\\']));
+    if let Some(p) = cfg.rootfs.iter().find(|p| bad(p)) {
+        return Err(RuntimeError::InvalidArgument(format!("bad layer path {}", p.display())));
+    }
+    if let Some(b) = cfg.binds.iter().find(|b| !b.source.is_absolute() || !b.target.starts_with('/')) {
+        return Err(RuntimeError::InvalidArgument(format!("bad bind {b:?}")));
+    }
+    if !cfg.workdir.is_empty() && !cfg.workdir.starts_with('/') {
+        return Err(RuntimeError::InvalidArgument(format!("workdir {:?} must be absolute", cfg.workdir)));
+    }
+    Ok(())
+}
+
+/// Waits for an init to die (its parent's report, or its pidfd for adopted
+/// sandboxes and as a fallback), then publishes the [`ExitInfo`], reading the
+/// OOM counter before anyone removes the cgroup.
+async fn watch_exit(e: Arc<Entry>, spawner_exit: Option<oneshot::Receiver<InitStatus>>) {
+    let status = match spawner_exit {
+        Some(mut rx) => {
+            tokio::select! {
+                r = &mut rx => r.ok(),
+                _ = pid_exit(e.pid, e.start_time) => {
+                    tokio::time::timeout(Duration::from_millis(500), rx).await.ok().and_then(|r| r.ok())
+                }
+            }
+        }
+        None => {
+            pid_exit(e.pid, e.start_time).await;
+            None
+        }
+    };
+    let info = ExitInfo {
+        code: status.and_then(|s| s.0),
+        signal: status.and_then(|s| s.1),
+        oom_killed: e.cgroup.stats().oom_kills > 0,
+    };
+    tracing::debug!(id = %e.id, ?info, "sandbox init ended");
+    e.exit.send_replace(Some(info));
+}
+
+/// Resolves once process `pid` (started at `start_time`) has exited.
+async fn pid_exit(pid: i32, start_time: u64) {
+    // SAFETY: pidfd_open returns a new fd we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 || state::process_start_time(pid) != Some(start_time) {
+        if fd >= 0 {
+            // SAFETY: closing the fd we just got.
+            unsafe { libc::close(fd) };
+        }
+        return;
+    }
+    // SAFETY: fd is a fresh pidfd owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `owned` is an open pidfd that the AsyncFd owns until dropped.
+    match unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            while state::process_start_time(pid) == Some(start_time) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared fixture: a runtime on a private state dir, cgroup parent and uid
+//! range, the base template, and a Drop guard that removes every process,
+//! cgroup and dir the test created, even when the test panics.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_runtime::{base_template, ExecOutput, ExecSpec, Runtime, RuntimeConfig, SandboxConfig, Template};
+
+pub struct Fixture {
+    pub rt: Runtime,
+    pub cfg: RuntimeConfig,
+    pub template: Template,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        corral_runtime::force_cleanup(&self.cfg);
+    }
+}
+
+/// Why this host cannot run the suite, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    for ns in ["user", "pid", "mnt", "net", "uts", "ipc", "cgroup"] {
+        if !std::path::Path::new(&format!("/proc/self/ns/{ns}")).exists() {
+            return Some(format!("kernel lacks {ns} namespaces"));
+        }
+    }
+    if !std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
+        return Some("kernel lacks overlayfs".into());
+    }
+    None
+}
+
+/// Returns the fixture, or None (after printing why) when the host cannot run it.
+pub async fn fixture(name: &str) -> Option<Fixture> {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP {name}: {why}");
+        return None;
+    }
+    let dir = tempfile::Builder::new().prefix(&format!("corral-rt-{name}-")).tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid = std::process::id();
+    let mut cfg = RuntimeConfig::new(dir.path().join("state"));
+    cfg.cgroup_parent = format!("corral-test-{name}-{pid}");
+    // A private id range per test process (64 slots).
+    cfg.id_base = 200_000 + (pid % 512) * 64 * 65_536;
+    cfg.id_slots = 64;
+    cfg.spawner_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_corral-runtime-helper")));
+    let template = base_template(&dir.path().join("templates")).unwrap();
+    let rt = Runtime::new(cfg.clone()).await.unwrap();
+    Some(Fixture { rt, cfg, template, dir })
+}
+
+impl Fixture {
+    /// A sandbox config of the base template with small limits.
+    pub fn config(&self, id: &str) -> SandboxConfig {
+        let mut c = self.template.sandbox_config(id);
+        c.memory_mb = 256;
+        c.pids_max = 128;
+        c.disk_mb = 64;
+        c
+    }
+
+    pub async fn create(&self, id: &str) -> String {
+        self.rt.create(self.config(id)).await.unwrap();
+        id.to_string()
+    }
+
+    /// Runs `sh -c script` with a 20 s timeout.
+    pub async fn sh(&self, id: &str, script: &str) -> ExecOutput {
+        self.run(id, &["/bin/sh", "-c", script]).await
+    }
+
+    pub async fn run(&self, id: &str, argv: &[&str]) -> ExecOutput {
+        let mut spec = ExecSpec::new(argv.iter().copied());
+        spec.timeout = Some(Duration::from_secs(20));
+        self.rt.exec_buffered(id, spec).await.unwrap()
+    }
+
+    /// Runs a python script (given on stdin) as the sandbox root.
+    pub async fn py(&self, id: &str, script: &str) -> ExecOutput {
+        let mut spec = ExecSpec::new(["/usr/bin/python3", "-S", "-"]);
+        spec.stdin = script.as_bytes().to_vec();
+        spec.timeout = Some(Duration::from_secs(20));
+        self.rt.exec_buffered(id, spec).await.unwrap()
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
