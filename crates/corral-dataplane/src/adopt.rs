@@ -118,6 +118,7 @@ pub async fn boot(
             BootAction::Adopt { id, found } => match (rt.get(&id), rt.driver.adopt(&id, &found)) {
                 (Some(sb), Ok(started)) => {
                     tracing::info!(sandbox_id = %id, pid = found.pid, "adopted a running sandbox");
+                    rt.log_adopted(&id);
                     rt.watch(&sb, started);
                     events.push(Event::started(&id, "cold"));
                 }

@@ -141,6 +141,22 @@ impl Runtime {
     }
 
     /// Runs `f` with the set of ids ever started here.
+    /// Appends a start to `starts.log`. A failure to log does not undo a
+    /// running sandbox; it is only reported.
+    pub fn log_start(&self, id: &str) {
+        if let Err(e) = self.starts_log.append(id) {
+            warn!(sandbox_id = %id, "cannot record the start in starts.log: {e}");
+        }
+    }
+
+    /// Records the start of an adopted sandbox whose spawn the previous
+    /// process did not get to log.
+    pub fn log_adopted(&self, id: &str) {
+        if self.started.lock().insert(id.to_string()) {
+            self.log_start(id);
+        }
+    }
+
     pub fn with_started<T>(&self, f: impl FnOnce(&HashSet<String>) -> T) -> T {
         f(&self.started.lock())
     }
@@ -244,21 +260,14 @@ impl Runtime {
             warn!("refusing to start a sandbox a second time");
             return;
         }
-        if let Err(e) = self.starts_log.append(&id) {
-            drop(permit);
-            return self
-                .end(
-                    &sb,
-                    Status::StartFailed {
-                        message: format!("cannot record the start: {e}"),
-                    },
-                )
-                .await;
-        }
         let result = self.driver.start(&id, &sb.spec).await;
         drop(permit);
         match result {
             Ok(started) => {
+                // Logged after the spawn: a crash in between leaves a live
+                // keeper, which the next boot adopts (and logs) instead of
+                // declaring the sandbox gone.
+                self.log_start(&id);
                 self.watch(&sb, started);
                 tracing::debug!("started");
                 self.events.push(Event::started(&id, "cold")).await;

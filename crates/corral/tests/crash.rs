@@ -16,6 +16,16 @@ use tokio::sync::Barrier;
 
 const N: usize = 1000;
 
+/// A new dataplane starts with one full sync (it has no epoch yet); its
+/// count is recorded asynchronously, so wait for it before comparing.
+async fn first_full_sync(c: &Cluster) -> u64 {
+    eventually(Duration::from_secs(10), "the first full sync to be recorded", || async {
+        let n = c.client.hosts().await.ok()?.hosts.first()?.host.full_syncs;
+        (n >= 1).then_some(n)
+    })
+    .await
+}
+
 fn assert_started_at_most_once(c: &Cluster) -> HashSet<String> {
     let starts = c.starts();
     let mut seen = HashMap::new();
@@ -91,7 +101,7 @@ async fn a_killed_dataplane_resumes_from_its_cursor_and_keeps_its_sandboxes() {
     let ids = c.client.create_batch(50, &CreateSandboxRequest::default()).await.unwrap();
     eventually(Duration::from_secs(30), "50 running", || async { (c.count_in("running").await? == 50).then_some(()) })
         .await;
-    let syncs_before = c.client.hosts().await.unwrap().hosts[0].host.full_syncs;
+    let syncs_before = first_full_sync(&c).await;
 
     c.dataplane.as_mut().unwrap().kill9();
     // Work queued while the dataplane is down is delivered after it resumes.
@@ -117,4 +127,39 @@ async fn a_killed_dataplane_resumes_from_its_cursor_and_keeps_its_sandboxes() {
     // The adopted sandboxes still work.
     let out = c.client.exec(&ids[1], &corral_core::api::ExecRequest { cmd: vec!["echo".into(), "still here".into()], ..Default::default() }).await.unwrap();
     assert_eq!(out.stdout, "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dataplane_killed_mid_burst_resumes_and_every_sandbox_settles() {
+    let mut c = Cluster::split().await;
+    let syncs_before = first_full_sync(&c).await;
+    let ids = c.client.create_batch(N, &CreateSandboxRequest::default()).await.unwrap();
+    // Kill it while it is part-way through starting the batch.
+    eventually(Duration::from_secs(60), "the dataplane to be mid-batch", || async {
+        let n = c.starts().len();
+        (n >= N / 10).then_some(())
+    })
+    .await;
+    c.dataplane.as_mut().unwrap().kill9();
+    let started_before_kill = c.starts().len();
+    c.start_dataplane();
+
+    let mut running = 0;
+    for id in &ids {
+        let sb = eventually(Duration::from_secs(120), &format!("{id} to settle"), || async {
+            let sb = c.client.get(id).await.ok()?;
+            (sb.state == SandboxState::Running || sb.state.is_terminal()).then_some(sb)
+        })
+        .await;
+        if sb.state == SandboxState::Running {
+            running += 1;
+        } else {
+            assert!(sb.end_reason.is_some(), "{id} ended without a reason: {sb:?}");
+        }
+    }
+    eprintln!("killed after {started_before_kill} starts; {running} of {N} running after the restart");
+    assert_started_at_most_once(&c);
+    let host = &c.client.hosts().await.unwrap().hosts[0];
+    assert_eq!(host.host.full_syncs, syncs_before, "the restart resumed from the persisted cursor");
+    assert_eq!(running, N, "a dataplane crash ends no sandbox");
 }
