@@ -1,11 +1,13 @@
-//! Create, exec (streaming, stdin, env, cwd, timeout), files, limits, wait, destroy.
+//! Create, exec (streaming, stdin, env, cwd, timeout, users), files, limits,
+//! wait, destroy, adoption by a new runtime, and the base template's tools.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{fixture, text};
-use corral_runtime::{ExecEvent, ExecSpec, RuntimeError};
+use corral_runtime::{ExecEvent, ExecSpec, Runtime, RuntimeError};
 
 #[tokio::test]
 async fn create_exec_destroy() {
@@ -15,7 +17,190 @@ async fn create_exec_destroy() {
     assert_eq!(out.exit_code, 3, "{out:?}");
     assert_eq!(text(&out.stdout), "hello\nsb-basic\n0\n");
     assert_eq!(text(&out.stderr), "oops\n");
+    assert_eq!(f.rt.list().await.unwrap(), vec![id.clone()]);
     f.rt.destroy(&id).await.unwrap();
     f.rt.destroy(&id).await.unwrap(); // idempotent
-    assert!(matches!(f.rt.exec_buffered(&id, ExecSpec::new(["/bin/true"])).await, Err(RuntimeError::NotFound(_))));
+    assert!(f.rt.list().await.unwrap().is_empty());
+    let gone = f.rt.exec_buffered(&id, ExecSpec::new(["/bin/true"])).await;
+    assert!(matches!(gone, Err(RuntimeError::NotFound(_))), "{gone:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused() {
+    let Some(f) = fixture("badreq").await else { return };
+    for bad in ["", "a/b", "../x", ".hidden", "has space"] {
+        let r = f.rt.create(f.config(bad)).await;
+        assert!(matches!(r, Err(RuntimeError::InvalidArgument(_))), "{bad}: {r:?}");
+    }
+    let id = f.create("sb-dup").await;
+    assert!(matches!(f.rt.create(f.config(&id)).await, Err(RuntimeError::AlreadyExists(_))));
+    let missing = f.rt.exec_buffered(&id, ExecSpec::new(["/no/such/program"])).await;
+    assert!(matches!(missing, Err(RuntimeError::Missing(_))), "{missing:?}");
+    let empty = f.rt.exec_buffered(&id, ExecSpec::default()).await;
+    assert!(matches!(empty, Err(RuntimeError::InvalidArgument(_))), "{empty:?}");
+    let mut layer = f.config("sb-badlayer");
+    layer.rootfs = vec!["/nonexistent/layer".into()];
+    let r = f.rt.create(layer).await;
+    assert!(matches!(r, Err(RuntimeError::Setup(_))), "{r:?}");
+    assert_eq!(f.rt.list().await.unwrap(), vec![id]); // the failed one left nothing
+    assert!(!f.cfg.state_dir.join("sb-badlayer").exists());
+}
+
+#[tokio::test]
+async fn exec_streams_stdin_env_cwd_and_users() {
+    let Some(f) = fixture("stream").await else { return };
+    let mut cfg = f.config("sb-stream");
+    cfg.env = BTreeMap::from([("FROM_SANDBOX".into(), "a".into()), ("OVERRIDE".into(), "sandbox".into())]);
+    cfg.workdir = "/work/dir".into();
+    f.rt.create(cfg).await.unwrap();
+    let id = "sb-stream";
+
+    // Streaming: the first chunk arrives before the command ends.
+    let mut spec = ExecSpec::new(["/bin/sh", "-c", "echo first; sleep 0.5; echo second >&2"]);
+    spec.timeout = Some(Duration::from_secs(10));
+    let mut stream = f.rt.exec(id, spec).await.unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stdout(b"first\n".to_vec())));
+    assert!(t0.elapsed() < Duration::from_millis(400), "first chunk was not streamed");
+    assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stderr(b"second\n".to_vec())));
+    match stream.next().await.unwrap() {
+        Some(ExecEvent::Exit(x)) => assert_eq!((x.exit_code, x.timed_out), (0, false)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stream.next().await.unwrap(), None);
+
+    // stdin, env layering, cwd (default = workdir, relative = under it).
+    let mut spec = ExecSpec::new(["/bin/sh", "-c", "cat; echo $FROM_SANDBOX $OVERRIDE $FROM_EXEC; pwd"]);
+    spec.stdin = b"piped\n".to_vec();
+    spec.env = BTreeMap::from([("OVERRIDE".into(), "exec".into()), ("FROM_EXEC".into(), "b".into())]);
+    let out = f.rt.exec_buffered(id, spec).await.unwrap();
+    assert_eq!(text(&out.stdout), "piped\na exec b\n/work/dir\n");
+    let mut spec = ExecSpec::new(["/bin/pwd"]);
+    spec.cwd = "/tmp".into();
+    assert_eq!(text(&f.rt.exec_buffered(id, spec).await.unwrap().stdout), "/tmp\n");
+
+    // Big output survives intact.
+    let out = f.sh(id, "head -c 3000000 /dev/zero | tr '\\0' x").await;
+    assert_eq!(out.stdout.len(), 3_000_000);
+
+    // Another user, and a signal exit code.
+    let mut spec = ExecSpec::new(["/bin/sh", "-c", "id -u; id -g; kill -TERM $$"]);
+    spec.uid = Some(1000);
+    let out = f.rt.exec_buffered(id, spec).await.unwrap();
+    assert_eq!((text(&out.stdout).as_str(), out.exit_code), ("1000\n1000\n", 128 + 15));
+}
+
+#[tokio::test]
+async fn exec_timeout_kills_the_process_group() {
+    let Some(f) = fixture("timeout").await else { return };
+    let id = f.create("sb-timeout").await;
+    let mut spec = ExecSpec::new(["/bin/sh", "-c", "sleep 100 & sleep 100; echo never"]);
+    spec.timeout = Some(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let out = f.rt.exec_buffered(&id, spec).await.unwrap();
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, 128 + 9);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // The background sleep of the group died too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ps = f.sh(&id, "cat /proc/[0-9]*/comm").await;
+    assert!(!text(&ps.stdout).contains("sleep"), "{ps:?}");
+}
+
+#[tokio::test]
+async fn files_put_and_get() {
+    let Some(f) = fixture("files").await else { return };
+    let id = f.create("sb-files").await;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    f.rt.write_file(&id, "/data/deep/blob.bin", &data, 0o600).await.unwrap();
+    assert_eq!(f.rt.read_file(&id, "/data/deep/blob.bin").await.unwrap(), data);
+    let out = f.sh(&id, "stat -c %a /data/deep/blob.bin; md5sum < /data/deep/blob.bin | cut -c1-8").await;
+    assert!(text(&out.stdout).starts_with("600\n"), "{out:?}");
+    // Relative paths are under the workdir; written files are visible to execs.
+    f.rt.write_file(&id, "rel.txt", b"hi", 0).await.unwrap();
+    assert_eq!(text(&f.sh(&id, "cat /root/rel.txt; stat -c %a /root/rel.txt").await.stdout), "hi644\n");
+    // Errors: missing file, non-regular files, kernel filesystems.
+    assert!(matches!(f.rt.read_file(&id, "/nope").await, Err(RuntimeError::Missing(_))));
+    f.sh(&id, "mkfifo /tmp/fifo; ln -s /proc/1/environ /tmp/env").await;
+    for p in ["/tmp/fifo", "/tmp/env", "/proc/self/mem", "/dev/null", "/tmp"] {
+        assert!(f.rt.read_file(&id, p).await.is_err(), "{p} must not be served");
+    }
+    assert!(f.rt.write_file(&id, "/proc/sys/kernel/hostname", b"x", 0).await.is_err());
+}
+
+#[tokio::test]
+async fn base_template_runs_python_and_node() {
+    let Some(f) = fixture("tools").await else { return };
+    let id = f.create("sb-tools").await;
+    let py = f.run(&id, &["/usr/bin/python3", "-c", "print(1)"]).await;
+    assert_eq!((py.exit_code, text(&py.stdout).as_str()), (0, "1\n"), "{py:?}");
+    let node = f.run(&id, &["/usr/bin/node", "-v"]).await;
+    assert_eq!(node.exit_code, 0, "{node:?}");
+    assert!(text(&node.stdout).starts_with('v'), "{node:?}");
+}
+
+#[tokio::test]
+async fn limits_are_written_and_read_back() {
+    let Some(f) = fixture("limits").await else { return };
+    let mut cfg = f.config("sb-limits");
+    (cfg.cpu_millis, cfg.memory_mb, cfg.pids_max) = (250, 96, 42);
+    f.rt.create(cfg).await.unwrap();
+    let l = f.rt.limits("sb-limits").unwrap();
+    assert_eq!(l.memory_bytes, Some(96 << 20));
+    assert_eq!(l.pids_max, Some(42));
+    assert_eq!(l.cpu_quota, Some((25_000, 100_000)));
+    if let Some(sw) = l.memory_swap_bytes {
+        assert_eq!(sw, 96 << 20);
+    }
+    let stats = f.rt.stats("sb-limits").unwrap();
+    assert!(stats.pids >= 1 && stats.memory_bytes > 0, "{stats:?}");
+    // The init is in the sandbox's cgroup; inside, the cgroup namespace hides the path.
+    let pid = f.rt.init_pid("sb-limits").unwrap();
+    let host_view = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(host_view.contains(&format!("{}/sb-limits", f.cfg.cgroup_parent)), "{host_view}");
+    let inside = f.sh("sb-limits", "cat /proc/self/cgroup").await;
+    assert!(!text(&inside.stdout).contains(&f.cfg.cgroup_parent), "{inside:?}");
+}
+
+#[tokio::test]
+async fn wait_reports_the_end_and_sigterm_stops_the_sandbox() {
+    let Some(f) = fixture("wait").await else { return };
+    let id = f.create("sb-wait").await;
+    let pid = f.rt.init_pid(&id).unwrap();
+    let waiter = {
+        let rt = f.rt.clone();
+        let id = id.clone();
+        tokio::spawn(async move { rt.wait(&id).await })
+    };
+    f.sh(&id, "sleep 100 >/dev/null 2>&1 &").await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
+    let info = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    assert_eq!((info.code, info.oom_killed), (Some(0), false), "{info:?}");
+    f.rt.destroy(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_runtime_adopts_running_sandboxes() {
+    let Some(f) = fixture("adopt").await else { return };
+    let id = f.create("sb-adopt").await;
+    f.sh(&id, "echo kept > /root/state").await;
+    let pid = f.rt.init_pid(&id).unwrap();
+    // A second runtime on the same state dir (as after a dataplane restart).
+    let rt2 = Runtime::new(f.cfg.clone()).await.unwrap();
+    assert_eq!(rt2.list().await.unwrap(), vec![id.clone()]);
+    assert_eq!(rt2.init_pid(&id).unwrap(), pid);
+    let out = rt2.exec_buffered(&id, ExecSpec::new(["/bin/cat", "/root/state"])).await.unwrap();
+    assert_eq!(text(&out.stdout), "kept\n");
+    let waiter = {
+        let rt2 = rt2.clone();
+        let id = id.clone();
+        tokio::spawn(async move { rt2.wait(&id).await })
+    };
+    rt2.destroy(&id).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), waiter).await.is_ok());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.contains("State:\tZ")
+    });
+    assert!(!f.cfg.state_dir.join(&id).exists());
 }

@@ -16,7 +16,7 @@ use crate::config::BindMount;
 use crate::error::{Result, RuntimeError};
 
 /// Bumped when the skeleton changes, so caches are rebuilt.
-const VERSION: &str = "corral-base-v1";
+const VERSION: &str = "corral-base-v2";
 /// File in the rootfs root holding [`VERSION`]; written last, so its presence means complete.
 const STAMP: &str = ".corral-template";
 
@@ -28,7 +28,10 @@ const DIRS: &[(&str, u32)] = &[
     ("dev", 0o755),
     ("sys", 0o555),
     ("tmp", 0o1777),
-    ("root", 0o700),
+    // Every template dir must be world-searchable: overlay looks names up in
+    // the lower layers with the sandbox root's (unmapped-there) credentials.
+    // The sandbox still sees /root as 0700: its copy in the upper layer wins.
+    ("root", 0o755),
     ("home", 0o755),
     ("run", 0o755),
     ("var", 0o755),
