@@ -1,0 +1,186 @@
+//! Resource samples from /proc, once a second, of the client (this process)
+//! and of the processes behind the system under test: CPU, RSS, open file
+//! descriptors and sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_ms: f64,
+    pub role: String,
+    pub pid: i32,
+    /// Share of one core since the previous sample (100 = one core busy).
+    pub cpu_pct: f64,
+    pub rss_mb: f64,
+    pub fds: u64,
+    pub sockets: u64,
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// (open fds, of which sockets).
+pub fn fds(pid: i32) -> Option<(u64, u64)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let (mut n, mut s) = (0, 0);
+    for e in dir.flatten() {
+        n += 1;
+        if std::fs::read_link(e.path()).map(|l| l.to_string_lossy().starts_with("socket:")).unwrap_or(false) {
+            s += 1;
+        }
+    }
+    Some((n, s))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 { v as u64 } else { 4096 }
+}
+
+fn ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 { v as f64 } else { 100.0 }
+}
+
+/// Pids of the processes listening on the TCP port of `url` (loopback or any).
+pub fn listeners_of_url(url: &str) -> Vec<i32> {
+    let port = url
+        .rsplit(':')
+        .next()
+        .map(|p| p.trim_end_matches('/').split('/').next().unwrap_or(""))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(80);
+    listeners_of_port(port)
+}
+
+pub fn listeners_of_port(port: u16) -> Vec<i32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let lport = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && lport == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return pids };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let owns = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).map(|l| inodes.iter().any(|i| l.to_string_lossy() == *i)).unwrap_or(false)
+        });
+        if owns && pid != std::process::id() as i32 {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Samples a fixed set of processes every second until dropped.
+pub struct Sampler {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    pub fn start(mut targets: Vec<(String, i32)>, origin: Instant, every: Duration) -> Sampler {
+        targets.insert(0, ("client".into(), std::process::id() as i32));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let out = samples.clone();
+        let task = tokio::spawn(async move {
+            let tps = ticks_per_s();
+            let mut last: Vec<(Instant, Option<u64>)> = targets.iter().map(|t| (Instant::now(), cpu_ticks(t.1))).collect();
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for (i, (role, pid)) in targets.iter().enumerate() {
+                    let now = Instant::now();
+                    let ticks = cpu_ticks(*pid);
+                    let cpu_pct = match (ticks, last[i].1) {
+                        (Some(a), Some(b)) => (a.saturating_sub(b)) as f64 / tps / now.duration_since(last[i].0).as_secs_f64() * 100.0,
+                        _ => 0.0,
+                    };
+                    last[i] = (now, ticks);
+                    let Some(rss) = rss_bytes(*pid) else { continue };
+                    let (fds, sockets) = fds(*pid).unwrap_or((0, 0));
+                    out.lock().push(Sample {
+                        t_ms: now.duration_since(origin).as_secs_f64() * 1000.0,
+                        role: role.clone(),
+                        pid: *pid,
+                        cpu_pct,
+                        rss_mb: rss as f64 / (1 << 20) as f64,
+                        fds,
+                        sockets,
+                    });
+                }
+            }
+        });
+        Sampler { samples, task }
+    }
+
+    /// Stops sampling and returns what was collected.
+    pub fn finish(self) -> Vec<Sample> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock())
+    }
+}
+
+/// Peak RSS and mean/peak CPU per role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleUsage {
+    pub role: String,
+    pub peak_rss_mb: f64,
+    pub mean_cpu_pct: f64,
+    pub peak_cpu_pct: f64,
+    pub peak_fds: u64,
+    pub peak_sockets: u64,
+}
+
+pub fn usage_by_role(samples: &[Sample]) -> Vec<RoleUsage> {
+    let mut roles: Vec<String> = samples.iter().map(|s| s.role.clone()).collect();
+    roles.dedup();
+    roles.sort();
+    roles.dedup();
+    roles
+        .into_iter()
+        .map(|role| {
+            let s: Vec<&Sample> = samples.iter().filter(|s| s.role == role).collect();
+            let n = s.len().max(1) as f64;
+            RoleUsage {
+                peak_rss_mb: s.iter().map(|x| x.rss_mb).fold(0.0, f64::max),
+                mean_cpu_pct: s.iter().map(|x| x.cpu_pct).sum::<f64>() / n,
+                peak_cpu_pct: s.iter().map(|x| x.cpu_pct).fold(0.0, f64::max),
+                peak_fds: s.iter().map(|x| x.fds).max().unwrap_or(0),
+                peak_sockets: s.iter().map(|x| x.sockets).max().unwrap_or(0),
+                role,
+            }
+        })
+        .collect()
+}
