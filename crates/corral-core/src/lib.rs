@@ -11,6 +11,7 @@ pub mod api;
 pub mod command;
 pub mod host;
 pub mod id;
+pub mod pool;
 pub mod reconcile;
 pub mod sandbox;
 pub mod sequence;
