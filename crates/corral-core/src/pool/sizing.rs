@@ -159,11 +159,9 @@ mod tests {
     #[test]
     fn steady_demand_sizes_to_lead_time_times_headroom_plus_buffer() {
         let mut p = PoolSizer::new(settings(0, 1000, 4), 2.0);
-        let mut t = 0;
-        for _ in 0..30 {
+        for t in 0..30 {
             // 10 claims/s, half of the pool in use: no trigger fires.
             p.tick(input(t, 20, 20, 10));
-            t += 1;
         }
         // 10/s × 2 s × 1.2 = 24, + 4 buffer.
         assert_eq!(p.target(), 28);
