@@ -58,9 +58,12 @@ pub fn save(path: &Path, h: &Histogram<u64>) -> Result<(), BenchError> {
 
 pub fn load(path: &Path) -> Result<Histogram<u64>, BenchError> {
     let bytes = std::fs::read(path).map_err(|e| BenchError::io("read", path, e))?;
-    Deserializer::new()
+    let mut h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|e| BenchError::Parse { path: path.into(), message: format!("{e:?}") })
+        .map_err(|e| BenchError::Parse { path: path.into(), message: format!("{e:?}") })?;
+    // Deserialized histograms are fixed-range; merging needs them to grow.
+    h.auto(true);
+    Ok(h)
 }
 
 pub fn save_all(dir: &Path, hists: &[Histogram<u64>]) -> Result<(), BenchError> {

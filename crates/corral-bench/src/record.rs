@@ -134,15 +134,17 @@ impl Record {
     }
 
     pub fn set_created(&mut self, at_ms: f64) {
+        let at_ms = round_us(at_ms);
         self.created_at_ms = Some(at_ms);
-        self.allocate_ms = Some(at_ms - self.submitted_at_ms);
+        self.allocate_ms = Some(round_us(at_ms - self.submitted_at_ms));
     }
 
     /// The readiness command succeeded at `at_ms`.
     pub fn set_ready(&mut self, at_ms: f64) {
+        let at_ms = round_us(at_ms);
         self.first_command_at_ms = Some(at_ms);
-        self.first_command_ms = self.created_at_ms.map(|c| at_ms - c);
-        self.tti_ms = Some(at_ms - self.submitted_at_ms);
+        self.first_command_ms = self.created_at_ms.map(|c| round_us(at_ms - c));
+        self.tti_ms = Some(round_us(at_ms - self.submitted_at_ms));
         self.status = Status::Success;
         self.failure_class = None;
         self.error = None;
@@ -153,6 +155,13 @@ impl Record {
         self.failure_class = Some(class);
         self.error = Some(error.into());
     }
+}
+
+/// Milliseconds rounded to whole microseconds: what the clocks resolve, and
+/// short decimals survive a JSON round trip exactly (so merged shards equal
+/// a single run bit for bit).
+pub fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), BenchError> {

@@ -66,11 +66,12 @@ impl Shared {
 
 fn ms_since(t: Instant) -> f64 {
     let now = Instant::now();
-    if now < t {
+    let ms = if now < t {
         -(t.duration_since(now).as_secs_f64() * 1000.0)
     } else {
         now.duration_since(t).as_secs_f64() * 1000.0
-    }
+    };
+    crate::record::round_us(ms)
 }
 
 pub async fn run(

@@ -37,6 +37,9 @@ pub enum Command {
     /// The templates the fleet offers.
     #[command(subcommand)]
     Template(ListOnly),
+    /// Burst benchmarks against Corral or local baselines (bwrap, podman).
+    #[command(subcommand)]
+    Bench(crate::cmd::bench::BenchCommand),
 }
 
 /// How clients find and authenticate to the server.

@@ -1,5 +1,6 @@
 //! One module per command family.
 
+pub mod bench;
 mod fleet;
 mod sandbox;
 mod serve;
@@ -16,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Host(crate::cli::ListOnly::Ls(a)) => fleet::hosts(a.client).await,
         Command::Template(crate::cli::ListOnly::Ls(a)) => fleet::templates(a.client).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
 
