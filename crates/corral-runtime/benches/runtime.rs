@@ -1,1 +1,210 @@
-fn main(){}
+//! `cargo bench -p corral-runtime`: cold start (sequential and bursts of 100
+//! and 1,000), host memory per idle sandbox, and exec round trip. Prints
+//! figures; asserts nothing. Needs root.
+//!
+//! This is also the reference for how a binary must start the spawner:
+//! `maybe_run_spawner()` first thing in `main`, before tokio exists.
+
+use std::time::{Duration, Instant};
+
+use corral_runtime::{base_template, ExecSpec, Runtime, RuntimeConfig, SandboxConfig, Template};
+
+fn main() {
+    corral_runtime::maybe_run_spawner();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: the runtime benchmark needs root");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let root = std::path::PathBuf::from(format!("/var/tmp/corral-bench-{}", std::process::id()));
+    let mut cfg = RuntimeConfig::new(root.join("state"));
+    cfg.cgroup_parent = format!("corral-bench-{}", std::process::id());
+    cfg.id_base = 3_000_000_000;
+    cfg.id_slots = 2048;
+    let guard = Cleanup(cfg.clone(), root.clone());
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    tokio.block_on(run(cfg, &root, quick));
+    drop(guard);
+}
+
+struct Cleanup(RuntimeConfig, std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        corral_runtime::force_cleanup(&self.0);
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+async fn run(cfg: RuntimeConfig, root: &std::path::Path, quick: bool) {
+    let template = base_template(&root.join("templates")).expect("base template");
+    let rt = Runtime::new(cfg).await.expect("runtime");
+    println!("corral-runtime benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    baseline_fork_exec();
+    sequential(&rt, &template, if quick { 50 } else { 200 }).await;
+    burst(&rt, &template, 100).await;
+    if !quick {
+        burst(&rt, &template, 1000).await;
+    }
+    memory(&rt, &template, 100).await;
+    exec_round_trip(&rt, &template, if quick { 100 } else { 500 }).await;
+    rt.destroy_all().await.expect("destroy all");
+}
+
+fn config(t: &Template, id: String) -> SandboxConfig {
+    let mut c = t.sandbox_config(id);
+    (c.memory_mb, c.pids_max, c.disk_mb, c.cpu_millis) = (256, 256, 64, 1000);
+    c
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(label: &str, mut d: Vec<Duration>) {
+    d.sort();
+    println!(
+        "{label:<44} n={:<5} p50={:>8.3} ms  p90={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
+        d.len(),
+        pct(&d, 0.5).as_secs_f64() * 1e3,
+        pct(&d, 0.9).as_secs_f64() * 1e3,
+        pct(&d, 0.99).as_secs_f64() * 1e3,
+        d.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
+
+fn baseline_fork_exec() {
+    let d = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = std::process::Command::new("/bin/true").status();
+            t.elapsed()
+        })
+        .collect();
+    report("baseline: fork/exec /bin/true (sequential)", d);
+}
+
+async fn sequential(rt: &Runtime, t: &Template, n: usize) {
+    let mut starts = Vec::with_capacity(n);
+    let mut destroys = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("seq-{i}");
+        let t0 = Instant::now();
+        rt.create(config(t, id.clone())).await.expect("create");
+        starts.push(t0.elapsed());
+        let t1 = Instant::now();
+        rt.destroy(&id).await.expect("destroy");
+        destroys.push(t1.elapsed());
+    }
+    report("cold start, sequential (create -> init answers)", starts);
+    report("destroy, sequential", destroys);
+}
+
+async fn burst(rt: &Runtime, t: &Template, n: usize) {
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (rt, cfg) = (rt.clone(), config(t, format!("burst{n}-{i}")));
+            tokio::spawn(async move {
+                rt.create(cfg).await.map(|_| t0.elapsed())
+            })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(n);
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(d) => done.push(d),
+            Err(e) => {
+                failed += 1;
+                eprintln!("create failed: {e}");
+            }
+        }
+    }
+    let all = t0.elapsed();
+    report(&format!("burst of {n}: release -> each init answers"), done);
+    println!(
+        "{:<44} all {n} in {:.3} s = {:.0} sandboxes/s, {failed} failed",
+        format!("burst of {n}: throughput"),
+        all.as_secs_f64(),
+        n as f64 / all.as_secs_f64()
+    );
+    let t1 = Instant::now();
+    let ids = rt.list().await.expect("list");
+    let tasks: Vec<_> = ids.into_iter().map(|id| { let rt = rt.clone(); tokio::spawn(async move { rt.destroy(&id).await }) }).collect();
+    for task in tasks {
+        task.await.expect("join").expect("destroy");
+    }
+    println!("{:<44} {:.3} s", format!("burst of {n}: destroy all"), t1.elapsed().as_secs_f64());
+}
+
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proportional set size of a process in KiB (its fair share of shared pages).
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn memory(rt: &Runtime, t: &Template, n: usize) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = meminfo("MemAvailable:");
+    let slab_before = meminfo("Slab:");
+    for i in 0..n {
+        rt.create(config(t, format!("idle-{i}"))).await.expect("create");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = meminfo("MemAvailable:");
+    let slab_after = meminfo("Slab:");
+    let ids = rt.list().await.expect("list");
+    let pss: u64 = ids.iter().map(|id| pss_kib(rt.init_pid(id).expect("pid"))).sum();
+    let cg: u64 = ids.iter().map(|id| rt.stats(id).expect("stats").memory_bytes).sum();
+    println!(
+        "{:<44} host MemAvailable -{:.0} KiB/sandbox (kernel slab +{:.0} KiB), init PSS {:.0} KiB, memory cgroup {:.0} KiB",
+        format!("idle memory, {n} sandboxes"),
+        before.saturating_sub(after) as f64 / n as f64,
+        slab_after.saturating_sub(slab_before) as f64 / n as f64,
+        pss as f64 / n as f64,
+        cg as f64 / 1024.0 / n as f64
+    );
+    for id in ids {
+        rt.destroy(&id).await.expect("destroy");
+    }
+}
+
+async fn exec_round_trip(rt: &Runtime, t: &Template, n: usize) {
+    rt.create(config(t, "exec".into())).await.expect("create");
+    let mut d = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let out = rt.exec_buffered("exec", ExecSpec::new(["/bin/true"])).await.expect("exec");
+        assert_eq!(out.exit_code, 0);
+        d.push(t0.elapsed());
+    }
+    report("exec /bin/true round trip (socket, sequential)", d);
+    let mut d = Vec::with_capacity(n);
+    for _ in 0..n / 5 {
+        let t0 = Instant::now();
+        let out = rt.exec_buffered("exec", ExecSpec::new(["/usr/bin/python3", "-S", "-c", "pass"])).await.expect("exec");
+        assert_eq!(out.exit_code, 0);
+        d.push(t0.elapsed());
+    }
+    report("exec python3 -S -c pass round trip", d);
+    rt.destroy("exec").await.expect("destroy");
+}

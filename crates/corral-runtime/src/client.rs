@@ -43,7 +43,10 @@ pub(crate) async fn ping(socket: &Path, timeout: Duration) -> Result<()> {
         let mut conn = connect(socket).await?;
         protocol::write_json(&mut conn, Kind::Request, &InitRequest::Ping).await.map_err(proto)?;
         match expect_reply(&mut conn).await {
-            Ok(InitReply::Pong { .. }) => Ok(()),
+            Ok(InitReply::Pong { setup_us, .. }) => {
+                tracing::trace!(socket = %socket.display(), ?setup_us, "init ready");
+                Ok(())
+            }
             Ok(InitReply::Error { message, .. }) => Err(RuntimeError::Setup(message)),
             Ok(other) => Err(RuntimeError::Protocol(format!("unexpected reply {other:?}"))),
             Err(e) => Err(RuntimeError::Setup(format!("init died during setup ({e})"))),

@@ -149,8 +149,13 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum InitReply {
-    /// Answer to `Ping`: the init is ready. `pid` is its pid inside (always 1).
-    Pong { pid: u32 },
+    /// Answer to `Ping`: the init is ready. `pid` is its pid inside (always
+    /// 1); `setup_us` says how long each setup phase took (for diagnostics).
+    Pong {
+        pid: u32,
+        #[serde(default)]
+        setup_us: Vec<(String, u64)>,
+    },
     /// An exec ended.
     Exit(ExecExit),
     /// A file operation succeeded.

@@ -155,13 +155,19 @@ impl Runtime {
                 workdir: cfg.workdir.clone(),
             },
         };
+        let t_cg = started.elapsed();
         let spawned = self.inner.spawner.spawn(req).await?;
+        let t_spawn = started.elapsed();
         let start_time = state::process_start_time(spawned.pid).unwrap_or(0);
         let meta = Meta { id: cfg.id.clone(), pid: spawned.pid, start_time, slot, host_id_base, cgroup: cgroup.clone() };
         paths.write_meta(&meta)?;
         self.register(meta, paths.clone(), Some(spawned.exit));
+        let t_meta = started.elapsed();
         client::ping(&paths.socket(), self.inner.cfg.start_timeout).await?;
-        tracing::debug!(id = %cfg.id, pid = spawned.pid, elapsed = ?started.elapsed(), "sandbox ready");
+        tracing::debug!(
+            id = %cfg.id, pid = spawned.pid, cgroup = ?t_cg, spawned = ?t_spawn, meta = ?t_meta, ready = ?started.elapsed(),
+            "sandbox ready"
+        );
         Ok(SandboxInfo { id: cfg.id.clone(), pid: spawned.pid, host_id_base, socket: paths.socket(), startup: started.elapsed() })
     }
 

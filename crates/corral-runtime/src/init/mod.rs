@@ -38,11 +38,30 @@ pub(crate) fn child_main(listen: OwnedFd, release: OwnedFd, cfg: &InitConfig) ->
         Ok(l) => l,
         Err(_) => return 1,
     };
-    let setup = setup(cfg);
+    let mut phases = Phases::start();
+    let setup = setup(cfg, &mut phases);
     if let Err(e) = &setup {
         tracing::debug!(id = %cfg.id, error = %e, "sandbox setup failed");
     }
-    server::run(listen, cfg, setup)
+    server::run(listen, cfg, setup, phases)
+}
+
+/// Durations of the setup phases, reported in the `Pong` reply.
+pub(crate) struct Phases {
+    last: std::time::Instant,
+    done: Vec<(String, u64)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases { last: std::time::Instant::now(), done: Vec::new() }
+    }
+
+    fn mark(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        self.done.push((name.to_string(), (now - self.last).as_micros() as u64));
+        self.last = now;
+    }
 }
 
 /// Keeps only the listening socket (as fd 3) and points 0/1/2 at /dev/null,
@@ -76,16 +95,21 @@ fn tidy_fds(listen: OwnedFd) -> Result<OwnedFd, ()> {
 }
 
 /// Everything the init does to itself before serving, in order.
-fn setup(cfg: &InitConfig) -> Result<(), String> {
+fn setup(cfg: &InitConfig, phases: &mut Phases) -> Result<(), String> {
     nix::sys::signal::SigSet::empty().thread_set_mask().map_err(|e| format!("unblock signals: {e}"))?;
     crate::namespaces::become_root()?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     crate::namespaces::enter_cgroup_ns()?;
     crate::namespaces::set_hostname(&cfg.id)?;
+    phases.mark("ids, cgroupns, hostname");
     crate::mounts::build_root(cfg)?;
+    phases.mark("rootfs");
     crate::namespaces::loopback_up()?;
     crate::mounts::enter_workdir(&cfg.workdir)?;
-    lock_down()
+    phases.mark("loopback, workdir");
+    lock_down()?;
+    phases.mark("caps, seccomp");
+    Ok(())
 }
 
 /// Drops what the init no longer needs, then installs the seccomp filter

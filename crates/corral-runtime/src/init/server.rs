@@ -23,11 +23,13 @@ pub(crate) struct Init {
     pub env: BTreeMap<String, String>,
     pub workdir: String,
     pub reaper: Reaper,
+    /// Setup phases and their durations in µs.
+    pub phases: Vec<(String, u64)>,
 }
 
 /// Runs the loop until SIGTERM/SIGINT (or, after a failed setup, until the
 /// first request has been told why). Returns the exit code.
-pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>) -> i32 {
+pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>, mut phases: super::Phases) -> i32 {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return 3;
     };
@@ -35,7 +37,8 @@ pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>) 
     if std_listener.set_nonblocking(true).is_err() {
         return 3;
     }
-    let init = Rc::new(Init { env: cfg.env.clone(), workdir: cfg.workdir.clone(), reaper: Reaper::default() });
+    phases.mark("event loop");
+    let init = Rc::new(Init { env: cfg.env.clone(), workdir: cfg.workdir.clone(), reaper: Reaper::default(), phases: phases.done });
     LocalSet::new().block_on(&rt, async move {
         let Ok(listener) = UnixListener::from_std(std_listener) else { return 3 };
         match setup {
@@ -95,7 +98,10 @@ async fn handle(mut conn: UnixStream, init: Rc<Init>) {
         _ => return,
     };
     let res = match req {
-        Ok(InitRequest::Ping) => protocol::write_json(&mut conn, Kind::Reply, &InitReply::Pong { pid: std::process::id() }).await,
+        Ok(InitRequest::Ping) => {
+            let pong = InitReply::Pong { pid: std::process::id(), setup_us: init.phases.clone() };
+            protocol::write_json(&mut conn, Kind::Reply, &pong).await
+        }
         Ok(InitRequest::Exec(r)) => super::exec::handle(&mut conn, r, &init).await,
         Ok(InitRequest::ReadFile { path }) => super::files::read(&mut conn, &path, &init).await,
         Ok(InitRequest::WriteFile { path, mode }) => super::files::write(&mut conn, &path, mode, &init).await,
