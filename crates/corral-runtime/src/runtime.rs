@@ -52,7 +52,8 @@ impl Entry {
 struct Inner {
     cfg: RuntimeConfig,
     layout: Layout,
-    spawner: SpawnerClient,
+    /// Replaced by a fresh one if it dies; running inits do not depend on it.
+    spawner: tokio::sync::RwLock<Arc<SpawnerClient>>,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     slots: Mutex<SlotAllocator>,
 }
@@ -80,7 +81,7 @@ impl Runtime {
         create_state_dir(&cfg.state_dir)?;
         let layout = Layout::detect(&cfg.cgroup_parent)?;
         let slots = SlotAllocator::new(cfg.id_base, cfg.id_slots)?;
-        let spawner = SpawnerClient::start(&cfg).await?;
+        let spawner = tokio::sync::RwLock::new(Arc::new(SpawnerClient::start(&cfg).await?));
         let rt = Runtime {
             inner: Arc::new(Inner { cfg, layout, spawner, sandboxes: Mutex::new(HashMap::new()), slots: Mutex::new(slots) }),
         };
@@ -95,7 +96,23 @@ impl Runtime {
 
     /// Host pid of the spawner (for diagnostics and tests).
     pub fn spawner_pid(&self) -> Option<u32> {
-        self.inner.spawner.pid()
+        self.inner.spawner.try_read().ok().and_then(|s| s.pid())
+    }
+
+    /// The live spawner, restarting it if it died.
+    async fn spawner(&self) -> Result<Arc<SpawnerClient>> {
+        {
+            let s = self.inner.spawner.read().await;
+            if s.is_alive() {
+                return Ok(s.clone());
+            }
+        }
+        let mut w = self.inner.spawner.write().await;
+        if !w.is_alive() {
+            tracing::warn!("spawner died; starting a new one");
+            *w = Arc::new(SpawnerClient::start(&self.inner.cfg).await?);
+        }
+        Ok(w.clone())
     }
 
     /// Creates a sandbox and returns once its init answers on its socket.
@@ -156,7 +173,7 @@ impl Runtime {
             },
         };
         let t_cg = started.elapsed();
-        let spawned = self.inner.spawner.spawn(req).await?;
+        let spawned = self.spawner().await?.spawn(req).await?;
         let t_spawn = started.elapsed();
         let start_time = state::process_start_time(spawned.pid).unwrap_or(0);
         let meta = Meta { id: cfg.id.clone(), pid: spawned.pid, start_time, slot, host_id_base, cgroup: cgroup.clone() };
@@ -370,7 +387,14 @@ async fn watch_exit(e: Arc<Entry>, spawner_exit: Option<oneshot::Receiver<InitSt
     let status = match spawner_exit {
         Some(mut rx) => {
             tokio::select! {
-                r = &mut rx => r.ok(),
+                r = &mut rx => match r {
+                    Ok(status) => Some(status),
+                    Err(_) => {
+                        // The spawner died before its child: watch the pid instead.
+                        pid_exit(e.pid, e.start_time).await;
+                        None
+                    }
+                },
                 _ = pid_exit(e.pid, e.start_time) => {
                     tokio::time::timeout(Duration::from_millis(500), rx).await.ok().and_then(|r| r.ok())
                 }

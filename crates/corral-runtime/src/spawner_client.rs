@@ -30,6 +30,8 @@ type Pending = HashMap<u64, oneshot::Sender<std::result::Result<Spawned, String>
 struct Shared {
     pending: Mutex<Pending>,
     exits: Mutex<HashMap<i32, oneshot::Sender<InitStatus>>>,
+    /// Set once the spawner's socket has closed.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct SpawnerClient {
@@ -73,6 +75,11 @@ impl SpawnerClient {
         self.pid
     }
 
+    /// False once the spawner has gone away (crashed or killed).
+    pub fn is_alive(&self) -> bool {
+        !self.shared.dead.load(Ordering::Acquire)
+    }
+
     /// Asks the spawner to start one init; resolves once it is cloned,
     /// mapped and in its cgroups (not once it is ready).
     pub async fn spawn(&self, req: SpawnRequest) -> Result<Spawned> {
@@ -112,6 +119,7 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
         }
     }
     tracing::warn!("spawner connection closed");
+    shared.dead.store(true, Ordering::Release);
     lock(&shared.pending).clear();
     lock(&shared.exits).clear();
 }

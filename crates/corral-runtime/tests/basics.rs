@@ -204,3 +204,24 @@ async fn a_new_runtime_adopts_running_sandboxes() {
     });
     assert!(!f.cfg.state_dir.join(&id).exists());
 }
+
+#[tokio::test]
+async fn sandboxes_survive_the_spawner_and_a_new_one_is_started() {
+    let Some(f) = fixture("spawner").await else { return };
+    let id = f.create("sb-orphan").await;
+    let old = f.rt.spawner_pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), nix::sys::signal::SIGKILL).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = {
+        let rt = f.rt.clone();
+        let id = id.clone();
+        tokio::spawn(async move { rt.wait(&id).await })
+    };
+    assert_eq!(f.sh(&id, "echo alive").await.stdout, b"alive\n");
+    assert!(!waiter.is_finished(), "the sandbox must not be reported dead");
+    let other = f.create("sb-after").await; // a fresh spawner starts
+    assert_ne!(f.rt.spawner_pid(), Some(old));
+    assert_eq!(f.sh(&other, "echo ok").await.stdout, b"ok\n");
+    f.rt.destroy(&id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+}
