@@ -194,7 +194,7 @@ impl TemplateStore {
         fs::rename(&staging, &dir).ctx("renaming into place", &staging)?;
         sync_dir(&self.root);
         match &outcome {
-            Ok(()) => tracing::info!(template = name, size_bytes = meta.size_bytes, "template ready"),
+            Ok(()) => tracing::debug!(template = name, size_bytes = meta.size_bytes, "template ready"),
             Err(e) => tracing::warn!(template = name, error = %e, "template build failed"),
         }
         outcome.map(|()| Template { meta, dir })

@@ -36,7 +36,7 @@ pub enum Command {
     Host(ListOnly),
     /// The templates the fleet offers.
     #[command(subcommand)]
-    Template(ListOnly),
+    Template(TemplateCommand),
     /// Burst benchmarks against Corral or local baselines (bwrap, podman).
     #[command(subcommand)]
     Bench(crate::cmd::bench::BenchCommand),
@@ -261,4 +261,80 @@ pub enum ListOnly {
 pub struct ClientOnly {
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List templates: what the fleet's hosts offer (REST), or with --local
+    /// those stored on this machine (name, kind, status, size, age).
+    Ls(TemplateLsArgs),
+    /// Build a template on this machine: a Debian rootfs with debootstrap
+    /// (needs root and the debootstrap package; cached per suite+packages+mirror).
+    Build(TemplateBuildArgs),
+    /// Import an OCI image layout or a `docker save` archive (directory or tar).
+    Import(TemplateImportArgs),
+    /// Remove templates from this machine.
+    Rm(TemplateRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateLsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// List this machine's template store instead of asking the server.
+    #[arg(long)]
+    pub local: bool,
+    /// Where this machine's templates are stored (with --local).
+    #[arg(long, env = "CORRAL_TEMPLATES_DIR", default_value = corral_template::DEFAULT_TEMPLATES_DIR)]
+    pub templates_dir: PathBuf,
+}
+
+/// Options of the commands that change this machine's template store.
+#[derive(Debug, Clone, Args)]
+pub struct TemplateStoreArgs {
+    /// Where this machine's templates are stored.
+    #[arg(long, env = "CORRAL_TEMPLATES_DIR", default_value = corral_template::DEFAULT_TEMPLATES_DIR)]
+    pub templates_dir: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateBuildArgs {
+    /// Template name: letters, digits, `_-.`, starting with a letter or digit.
+    pub name: String,
+    /// Build a Debian rootfs with debootstrap (--variant=minbase).
+    #[arg(long)]
+    pub debootstrap: bool,
+    /// Debian suite.
+    #[arg(long, default_value = corral_template::DEFAULT_SUITE)]
+    pub suite: String,
+    /// Extra Debian packages, comma-separated (e.g. python3,nodejs).
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// Debian mirror URL (default: the one this machine's apt sources use for the suite).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    #[command(flatten)]
+    pub dir: TemplateStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateImportArgs {
+    /// Template name: letters, digits, `_-.`, starting with a letter or digit.
+    pub name: String,
+    /// OCI image layout or `docker save` output: a directory or a tar (.tar, .tar.gz).
+    #[arg(long, value_name = "PATH")]
+    pub oci: PathBuf,
+    #[command(flatten)]
+    pub dir: TemplateStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateRmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub dir: TemplateStoreArgs,
 }

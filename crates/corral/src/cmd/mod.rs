@@ -4,6 +4,7 @@ pub mod bench;
 mod fleet;
 mod sandbox;
 mod serve;
+mod template;
 
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dataplane(args) => serve::dataplane(args).await,
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Host(crate::cli::ListOnly::Ls(a)) => fleet::hosts(a.client).await,
-        Command::Template(crate::cli::ListOnly::Ls(a)) => fleet::templates(a.client).await,
+        Command::Template(cmd) => template::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
