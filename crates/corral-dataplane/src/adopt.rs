@@ -94,7 +94,7 @@ pub async fn boot(
     rt: &Arc<Runtime>,
     records: BTreeMap<String, Record>,
 ) -> Result<Vec<Event>, crate::DataplaneError> {
-    let live = rt.driver.discover()?;
+    let live = rt.driver.discover().await?;
     let plan = rt.with_started(|started| plan_boot(&records, started, &live));
     for (id, record) in &records {
         rt.insert(id, record.clone());
@@ -175,6 +175,7 @@ fn reemit(id: &str, record: Option<&Record>) -> Option<Event> {
     match &record?.status {
         Status::StartFailed { message } => Some(Event::start_failed(id, message)),
         Status::Exited { message } => Some(Event::exited(id, message)),
+        Status::OomKilled { message } => Some(Event::oom_killed(id, message)),
         Status::Stopped { reason } => Some(Event::stopped(id, reason)),
         Status::Alive | Status::Stopping { .. } => None,
     }

@@ -47,6 +47,10 @@ impl Event {
         Event::new(id, EventKind::Exited, "exited", message)
     }
 
+    pub fn oom_killed(id: &str, message: &str) -> Self {
+        Event::new(id, EventKind::Exited, "oom_killed", message)
+    }
+
     pub fn stopped(id: &str, reason: &str) -> Self {
         Event::new(id, EventKind::Stopped, reason, "")
     }

@@ -39,6 +39,7 @@ mod tasks;
 mod usage;
 
 pub use config::{default_host_id, DataplaneConfig};
+pub use driver::native::{local_templates, NativeConfig, NativeDriver};
 pub use driver::process::ProcessDriver;
 pub use driver::{Driver, DriverError};
 pub use error::DataplaneError;

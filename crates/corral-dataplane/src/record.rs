@@ -25,6 +25,8 @@ pub enum Status {
     StartFailed { message: String },
     /// Ended on its own (reported EXITED).
     Exited { message: String },
+    /// Killed by the out-of-memory killer (reported EXITED, `oom_killed`).
+    OomKilled { message: String },
     /// The server asked to stop it; STOPPED is (about to be) reported.
     Stopping { reason: String },
     /// Stopped and reported.

@@ -299,13 +299,12 @@ impl Runtime {
                 if sb.status().is_alive() {
                     // Kill whatever its commands left behind.
                     let _ = rt.driver.stop(&sb.id).await;
-                    rt.end(
-                        &sb,
-                        Status::Exited {
-                            message: format!("keeper {how}"),
-                        },
-                    )
-                    .await;
+                    let status = if how.oom_killed {
+                        Status::OomKilled { message: how.message }
+                    } else {
+                        Status::Exited { message: how.message }
+                    };
+                    rt.end(&sb, status).await;
                 }
             }
             .instrument(span),
@@ -337,6 +336,7 @@ impl Runtime {
         let event = match &status {
             Status::StartFailed { message } => Event::start_failed(&sb.id, message),
             Status::Exited { message } => Event::exited(&sb.id, message),
+            Status::OomKilled { message } => Event::oom_killed(&sb.id, message),
             Status::Stopped { reason } => Event::stopped(&sb.id, reason),
             Status::Alive | Status::Stopping { .. } => return,
         };
@@ -365,7 +365,10 @@ impl Runtime {
             let ended = self.get(&id).is_some_and(|sb| {
                 matches!(
                     sb.status(),
-                    Status::Exited { .. } | Status::StartFailed { .. } | Status::Stopped { .. }
+                    Status::Exited { .. }
+                        | Status::OomKilled { .. }
+                        | Status::StartFailed { .. }
+                        | Status::Stopped { .. }
                 )
             });
             if ended {

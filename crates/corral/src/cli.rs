@@ -99,6 +99,32 @@ pub struct HostArgs {
     /// running; the next dataplane adopts them).
     #[arg(long, env = "CORRAL_STOP_SANDBOXES_ON_EXIT")]
     pub stop_sandboxes_on_exit: bool,
+    /// How sandboxes run: `native` (namespaces, cgroups, seccomp; needs root)
+    /// or `process` (a directory and a process group: NO isolation, for development).
+    #[arg(long, env = "CORRAL_DRIVER", value_enum, default_value_t = DriverKind::Native)]
+    pub driver: DriverKind,
+    /// Native driver: runtime state and the `base` template cache. Sandbox
+    /// users must be able to traverse it, so it is not under a home directory.
+    #[arg(long, env = "CORRAL_RUNTIME_DIR", default_value = "/var/lib/corral")]
+    pub runtime_dir: PathBuf,
+    /// Native driver: built and imported templates (`DIR/NAME/rootfs`).
+    #[arg(long, env = "CORRAL_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// Native driver: the parent cgroup of all sandbox cgroups.
+    #[arg(long, env = "CORRAL_CGROUP_PARENT", default_value = "corral")]
+    pub cgroup_parent: String,
+    /// Native driver: size of each sandbox's writable layer, in MiB.
+    #[arg(long, env = "CORRAL_DISK_MB", default_value_t = 1024)]
+    pub disk_mb: u32,
+    /// Native driver: most processes one sandbox may run.
+    #[arg(long, env = "CORRAL_PIDS_MAX", default_value_t = 1024)]
+    pub pids_max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    Native,
+    Process,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The native runtime re-executes this binary as its single-threaded
+    // spawner; that must happen before any thread exists.
+    corral_runtime::maybe_run_spawner();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

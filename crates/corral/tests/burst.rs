@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Cluster};
+use common::{eventually, Cluster, Driver};
 use corral_core::api::CreateSandboxRequest;
 use tokio::sync::Barrier;
 
@@ -15,7 +15,7 @@ const N: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_creates_at_once_all_run_and_the_outbox_drains() {
-    let c = Cluster::up().await;
+    let c = Cluster::up_with(Driver::Process).await;
     let barrier = Arc::new(Barrier::new(N));
     let tasks: Vec<_> = (0..N)
         .map(|_| {

@@ -15,6 +15,7 @@ use corral_core::SandboxSpec;
 
 pub mod exec;
 pub mod paths;
+pub mod native;
 pub mod process;
 pub mod procfs;
 
@@ -49,11 +50,25 @@ impl DriverError {
     }
 }
 
+/// How a sandbox ended on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// A short description ("keeper exit status 0", "init killed by signal 9", …).
+    pub message: String,
+    /// The out-of-memory killer ended it.
+    pub oom_killed: bool,
+}
+
+impl Exit {
+    pub fn plain(message: impl Into<String>) -> Self {
+        Exit { message: message.into(), oom_killed: false }
+    }
+}
+
 /// A started (or adopted) sandbox.
 pub struct Started {
-    /// Resolves when the sandbox ends, for whatever reason, with a short
-    /// description ("exit status 0", "killed by signal 9", …).
-    pub exited: BoxFuture<'static, String>,
+    /// Resolves when the sandbox ends, for whatever reason.
+    pub exited: BoxFuture<'static, Exit>,
 }
 
 /// A process that an earlier dataplane left behind on this data dir.
@@ -98,8 +113,8 @@ pub trait Driver: Send + Sync + 'static {
         spec: &'a SandboxSpec,
     ) -> BoxFuture<'a, Result<Started, DriverError>>;
 
-    /// Live processes an earlier dataplane left on this data dir.
-    fn discover(&self) -> Result<Vec<Discovered>, DriverError>;
+    /// Live sandboxes an earlier dataplane left on this data dir.
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Discovered>, DriverError>>;
 
     /// Takes over a discovered keeper of a known sandbox.
     fn adopt(&self, id: &str, found: &Discovered) -> Result<Started, DriverError>;

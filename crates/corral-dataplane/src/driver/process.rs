@@ -22,7 +22,7 @@ use tokio::process::Command;
 use super::exec::{self, Prepared};
 use super::paths::{ensure_inside, resolve_in, resolve_program};
 use super::procfs::{self, DIR_MARKER, ID_MARKER, KEEPER_MARKER};
-use super::{BoxFuture, Discovered, Driver, DriverError, ExecOutput, ExecSpec, Started};
+use super::{BoxFuture, Discovered, Driver, DriverError, ExecOutput, ExecSpec, Exit, Started};
 
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const KEEPER: &str = "/bin/sleep";
@@ -102,10 +102,10 @@ impl ProcessDriver {
             },
         );
         let exited = Box::pin(async move {
-            match child.wait().await {
-                Ok(status) => describe(status),
+            Exit::plain(match child.wait().await {
+                Ok(status) => format!("keeper {}", describe(status)),
                 Err(e) => format!("lost track of the keeper: {e}"),
-            }
+            })
         });
         Ok(Started { exited })
     }
@@ -253,16 +253,18 @@ impl Driver for ProcessDriver {
         Box::pin(self.start_keeper(id))
     }
 
-    fn discover(&self) -> Result<Vec<Discovered>, DriverError> {
-        let found = procfs::scan(&self.data_dir).map_err(|e| DriverError::io("scan /proc", e))?;
-        Ok(found
-            .into_iter()
-            .map(|m| Discovered {
-                sandbox_id: m.sandbox_id,
-                pid: m.pid,
-                keeper: m.keeper,
-            })
-            .collect())
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Discovered>, DriverError>> {
+        Box::pin(async move {
+            let found = procfs::scan(&self.data_dir).map_err(|e| DriverError::io("scan /proc", e))?;
+            Ok(found
+                .into_iter()
+                .map(|m| Discovered {
+                    sandbox_id: m.sandbox_id,
+                    pid: m.pid,
+                    keeper: m.keeper,
+                })
+                .collect())
+        })
     }
 
     fn adopt(&self, id: &str, found: &Discovered) -> Result<Started, DriverError> {
@@ -286,10 +288,10 @@ impl Driver for ProcessDriver {
             },
         );
         let exited = Box::pin(async move {
-            match procfs::wait_pidfd(watch).await {
-                Ok(()) => "exited (adopted after a dataplane restart; status unknown)".to_string(),
+            Exit::plain(match procfs::wait_pidfd(watch).await {
+                Ok(()) => "keeper exited (adopted after a dataplane restart; status unknown)".to_string(),
                 Err(e) => format!("lost track of the adopted keeper: {e}"),
-            }
+            })
         });
         Ok(Started { exited })
     }

@@ -9,7 +9,11 @@ use corral_dataplane::DataplaneConfig;
 use corral_server::state::decide::Policy;
 use corral_server::{Server, ServerConfig};
 
-use crate::cli::{DataplaneArgs, HostArgs, ServerArgs, UpArgs};
+use std::sync::Arc;
+
+use corral_dataplane::{Driver, NativeConfig, NativeDriver, ProcessDriver};
+
+use crate::cli::{DataplaneArgs, DriverKind, HostArgs, ServerArgs, UpArgs};
 
 fn server_config(a: &ServerArgs) -> ServerConfig {
     ServerConfig {
@@ -36,7 +40,40 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> Datapl
         c.start_concurrency = n;
     }
     c.stop_sandboxes_on_shutdown = h.stop_sandboxes_on_exit;
+    if h.driver == DriverKind::Native {
+        c.templates = corral_dataplane::local_templates(h.templates_dir.as_deref());
+    }
     c
+}
+
+/// Builds the driver the flags ask for.
+async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>> {
+    Ok(match h.driver {
+        DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
+        DriverKind::Native => {
+            let config = NativeConfig {
+                templates_dir: h.templates_dir.clone(),
+                cgroup_parent: h.cgroup_parent.clone(),
+                disk_mb: h.disk_mb,
+                pids_max: h.pids_max,
+                ..NativeConfig::new(&h.runtime_dir)
+            };
+            let d = NativeDriver::new(config).await.context(
+                "starting the native sandbox runtime (it needs root; `--driver process` runs without isolation)",
+            )?;
+            Arc::new(d)
+        }
+    })
+}
+
+/// Runs a dataplane with the driver the flags ask for.
+async fn run_dataplane(
+    config: DataplaneConfig,
+    h: HostArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let driver = driver(&h, &config.data_dir).await?;
+    corral_dataplane::run_with_driver(config, driver, shutdown).await.context("dataplane")
 }
 
 async fn bind_server(a: &ServerArgs) -> anyhow::Result<Server> {
@@ -58,7 +95,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     let config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
-    corral_dataplane::run(config, super::shutdown_signal()).await.context("dataplane")?;
+    run_dataplane(config, a.host.clone(), super::shutdown_signal()).await?;
     tracing::info!("dataplane stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -73,10 +110,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let dataplane = tokio::spawn(corral_dataplane::run(dp_config, until_stop(stop_rx.clone())));
-    let serving = tokio::spawn(server.serve(until_stop(stop_rx)));
+    let serving = tokio::spawn(server.serve(until_stop(stop_rx.clone())));
+    let dataplane = tokio::spawn(run_dataplane(dp_config, a.host.clone(), until_stop(stop_rx)));
+    let isolation = match a.host.driver {
+        DriverKind::Native => "native isolation",
+        DriverKind::Process => "process driver: NO isolation, for development",
+    };
     eprintln!(
-        "corral is up in {:.0?}: API {api_url} (dataplane on this host, process driver: NO isolation, for development)\n\
+        "corral is up in {:.0?}: API {api_url}, a dataplane on this host ({isolation})\n\
          try: CORRAL_URL={api_url} corral sandbox create --wait",
         started.elapsed()
     );
@@ -85,7 +126,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     let dp = dataplane.await.context("dataplane task")?;
     let sv = serving.await.context("server task")?;
-    dp.context("dataplane")?;
+    dp?;
     sv.context("server")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -107,10 +107,33 @@ where
     }
 }
 
+/// Which sandbox driver a test cluster's dataplane uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// The default: real isolation (needs root).
+    Native,
+    /// No isolation; fast, for control-plane tests.
+    Process,
+}
+
+impl Driver {
+    /// Native when this test runs as root, else process (saying so).
+    pub fn default_for_tests() -> Driver {
+        if nix::unistd::geteuid().is_root() {
+            Driver::Native
+        } else {
+            eprintln!("not root: using the process driver instead of native isolation");
+            Driver::Process
+        }
+    }
+}
+
 /// A whole Corral on loopback in a temp dir: `corral up`, or a server and a
-/// dataplane as separate processes. Cleans up everything on drop.
+/// dataplane as separate processes. Cleans up everything on drop — processes,
+/// and the native runtime's sandboxes, cgroups and state.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    pub driver: Driver,
     pub api_port: u16,
     pub grpc_port: u16,
     pub server: Option<Proc>,
@@ -119,12 +142,40 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        let dir = tempfile::Builder::new().prefix("corral-e2e-").tempdir().expect("temp dir");
+    fn new(driver: Driver) -> Cluster {
+        use std::os::unix::fs::PermissionsExt;
+        // Under /var/tmp and searchable: sandbox users open template layers
+        // through the runtime dir inside it.
+        let dir = tempfile::Builder::new().prefix("corral-e2e-").tempdir_in("/var/tmp").expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let api_port = free_port();
         let grpc_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
-        Cluster { dir, api_port, grpc_port, server: None, dataplane: None, client }
+        Cluster { dir, driver, api_port, grpc_port, server: None, dataplane: None, client }
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("runtime")
+    }
+
+    /// A cgroup parent of this cluster's own, so parallel tests never share one.
+    pub fn cgroup_parent(&self) -> String {
+        format!("corral-test-{}", self.api_port)
+    }
+
+    /// The dataplane flags that select this cluster's driver.
+    fn driver_args(&self) -> Vec<String> {
+        match self.driver {
+            Driver::Process => vec!["--driver".into(), "process".into()],
+            Driver::Native => vec![
+                "--driver".into(),
+                "native".into(),
+                "--runtime-dir".into(),
+                self.runtime_dir().display().to_string(),
+                "--cgroup-parent".into(),
+                self.cgroup_parent(),
+            ],
+        }
     }
 
     pub fn url(&self) -> String {
@@ -139,20 +190,30 @@ impl Cluster {
         self.dir.path().join("dataplane")
     }
 
-    /// `corral up` with everything in one process.
+    /// `corral up` with everything in one process, on the default driver.
     pub async fn up() -> Cluster {
-        let mut c = Cluster::new();
+        Cluster::up_with(Driver::default_for_tests()).await
+    }
+
+    pub async fn up_with(driver: Driver) -> Cluster {
+        let mut c = Cluster::new(driver);
         let dir = c.server_dir();
         let (api, grpc) = (format!("127.0.0.1:{}", c.api_port), format!("127.0.0.1:{}", c.grpc_port));
-        let args = ["up", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc, "--host-id", "local"];
+        let mut args: Vec<String> = ["up", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--host-id".to_string(), "local".to_string()]);
+        args.extend(c.driver_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         c.server = Some(Proc::spawn(&args, &c.dir.path().join("up.log")));
         c.wait_ready().await;
         c
     }
 
-    /// A server and a dataplane, separately killable.
+    /// A server and a process-driver dataplane, separately killable.
     pub async fn split() -> Cluster {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new(Driver::Process);
         c.start_server();
         c.start_dataplane();
         c.wait_ready().await;
@@ -172,7 +233,12 @@ impl Cluster {
         let server = format!("http://127.0.0.1:{}", self.grpc_port);
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("dataplane-{n}.log"));
-        let args = ["dataplane", "--server", &server, "--data-dir", dir.to_str().unwrap(), "--host-id", "h1"];
+        let mut args: Vec<String> = ["dataplane", "--server", &server, "--data-dir", dir.to_str().unwrap(), "--host-id", "h1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(self.driver_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.dataplane = Some(Proc::spawn(&args, &log));
     }
 
@@ -223,6 +289,11 @@ impl Drop for Cluster {
             p.kill9();
         }
         kill_keepers_under(self.dir.path());
+        if self.driver == Driver::Native {
+            let mut rc = corral_runtime::RuntimeConfig::new(self.runtime_dir().join("state"));
+            rc.cgroup_parent = self.cgroup_parent();
+            corral_runtime::force_cleanup(&rc);
+        }
     }
 }
 
