@@ -76,6 +76,9 @@ pub struct SandboxConfig {
     pub env: BTreeMap<String, String>,
     /// Working directory inside the sandbox, created if missing.
     pub workdir: String,
+    /// Landlock (best effort): when set, exec'd commands may modify files
+    /// only beneath these paths (plus `/dev`). `None` = no Landlock layer.
+    pub landlock_writable: Option<Vec<String>>,
 }
 
 impl SandboxConfig {
@@ -91,6 +94,7 @@ impl SandboxConfig {
             disk_mb: 256,
             env: BTreeMap::new(),
             workdir: "/root".to_string(),
+            landlock_writable: None,
         }
     }
 }

@@ -45,6 +45,7 @@ mod config;
 mod error;
 mod idmap;
 mod init;
+mod landlock;
 mod mounts;
 mod namespaces;
 mod protocol;

@@ -177,6 +177,8 @@ pub struct InitConfig {
     pub disk_mb: u32,
     pub env: BTreeMap<String, String>,
     pub workdir: String,
+    #[serde(default)]
+    pub landlock_writable: Option<Vec<String>>,
 }
 
 /// What the spawner must do to start one sandbox.

@@ -170,6 +170,7 @@ impl Runtime {
                 disk_mb: cfg.disk_mb,
                 env: cfg.env.clone(),
                 workdir: cfg.workdir.clone(),
+                landlock_writable: cfg.landlock_writable.clone(),
             },
         };
         let t_cg = started.elapsed();

@@ -391,3 +391,33 @@ async fn a_memory_hog_is_oom_killed_in_its_own_sandbox() {
     let info = waiter.await.unwrap().unwrap();
     assert!(info.oom_killed, "{info:?}");
 }
+
+#[tokio::test]
+async fn landlock_limits_writes_to_the_listed_paths() {
+    let Some(f) = fixture("esc-landlock").await else { return };
+    let mut cfg = f.config("sb-landlock");
+    cfg.landlock_writable = Some(vec!["/tmp".into()]);
+    f.rt.create(cfg).await.unwrap();
+    let out = f
+        .sh(
+            "sb-landlock",
+            "echo a > /tmp/ok && echo tmp=ok; echo b > /root/f 2>/dev/null && echo root=ok || echo root=denied; \
+             mkdir /data 2>/dev/null && echo mkdir=ok || echo mkdir=denied; echo c > /dev/null && echo devnull=ok; \
+             cat /etc/hosts >/dev/null && echo read=ok",
+        )
+        .await;
+    let r = kv(&out.stdout);
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns the ABI version.
+    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    if abi < 1 {
+        eprintln!("SKIP landlock assertions: Landlock is not enabled on this kernel");
+        return;
+    }
+    assert_eq!(
+        (r["tmp"].as_str(), r["root"].as_str(), r["mkdir"].as_str(), r["devnull"].as_str(), r["read"].as_str()),
+        ("ok", "denied", "denied", "ok", "ok"),
+        "{out:?}"
+    );
+    // The init is not restricted: the runtime can still write anywhere.
+    f.rt.write_file("sb-landlock", "/root/by-runtime", b"x", 0).await.unwrap();
+}

@@ -91,9 +91,18 @@ fn command(program: &str, req: &ExecRequest, init: &Init) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (uid, gid) = (req.uid, req.gid.or(req.uid));
-    // SAFETY: the closure runs in the forked child of this single-threaded
-    // init and only makes async-signal-safe syscalls.
-    unsafe { cmd.pre_exec(move || child_setup(uid, gid)) };
+    let landlock = init.landlock_writable.clone();
+    // SAFETY: the closure runs in the forked child of this *single-threaded*
+    // init, so even the allocations Landlock's builder makes cannot deadlock.
+    unsafe {
+        cmd.pre_exec(move || {
+            child_setup(uid, gid)?;
+            if let Some(paths) = &landlock {
+                crate::landlock::restrict_writes(paths).map_err(std::io::Error::other)?;
+            }
+            Ok(())
+        })
+    };
     cmd
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct Init {
     /// The sandbox env (under each exec's own env).
     pub env: BTreeMap<String, String>,
     pub workdir: String,
+    /// See [`crate::landlock`].
+    pub landlock_writable: Option<Vec<String>>,
     pub reaper: Reaper,
     /// Setup phases and their durations in µs.
     pub phases: Vec<(String, u64)>,
@@ -38,7 +40,9 @@ pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>, 
         return 3;
     }
     phases.mark("event loop");
-    let init = Rc::new(Init { env: cfg.env.clone(), workdir: cfg.workdir.clone(), reaper: Reaper::default(), phases: phases.done });
+    let init = Rc::new(Init { env: cfg.env.clone(), workdir: cfg.workdir.clone(),
+        landlock_writable: cfg.landlock_writable.clone(),
+        reaper: Reaper::default(), phases: phases.done });
     LocalSet::new().block_on(&rt, async move {
         let Ok(listener) = UnixListener::from_std(std_listener) else { return 3 };
         match setup {
