@@ -88,7 +88,8 @@ impl TemplateStore {
         for name in names {
             match self.get(&name) {
                 Ok(t) => out.push(t),
-                Err(TemplateError::NotFound(_)) => {} // removed meanwhile
+                Err(TemplateError::NotFound(_)) => {} // removed meanwhile, or not a template
+                Err(e @ TemplateError::BadMeta { .. }) => tracing::warn!(template = name, error = %e, "skipped"),
                 Err(e) => return Err(e),
             }
         }
@@ -155,8 +156,11 @@ impl TemplateStore {
         validate_name(name)?;
         let _lock = NameLock::try_acquire(&self.root.join(LOCKS), name)?;
         let dir = self.root.join(name);
-        if dir.exists() && TemplateMeta::read(&dir).map(|m| m.status != TemplateStatus::Failed).unwrap_or(false) {
-            return Err(TemplateError::AlreadyExists(name.to_string()));
+        if dir.exists() {
+            // Only a failed record is replaced; a folder we cannot read is never deleted by a build.
+            if TemplateMeta::read(&dir)?.status != TemplateStatus::Failed {
+                return Err(TemplateError::AlreadyExists(name.to_string()));
+            }
         }
         let staging = self.root.join(BUILDING).join(name);
         self.discard(&staging)?; // left by a crashed build: we hold the lock, so it is dead

@@ -156,3 +156,18 @@ fn debootstrap_refuses_bad_input_before_doing_anything() {
     assert!(e.to_string().contains("--mirror"), "{e}");
     assert!(s.list().unwrap().is_empty());
 }
+
+#[test]
+fn foreign_folders_are_neither_listed_nor_overwritten() {
+    let (_t, s) = store();
+    fs::create_dir_all(s.root().join("mine/rootfs")).unwrap();
+    fs::write(s.root().join("broken.json-less"), "").unwrap();
+    fs::create_dir_all(s.root().join("garbled")).unwrap();
+    fs::write(s.root().join("garbled/template.json"), "{not json").unwrap();
+    assert!(s.list().unwrap().is_empty());
+    let e = s.ensure_host_template("mine", vec![], default_host_builder).unwrap_err();
+    assert!(matches!(e, TemplateError::Io { .. }), "{e}");
+    let e = s.ensure_host_template("garbled", vec![], default_host_builder).unwrap_err();
+    assert!(matches!(e, TemplateError::BadMeta { .. }), "{e}");
+    assert!(s.root().join("mine/rootfs").is_dir(), "an unknown folder is left alone");
+}
