@@ -254,3 +254,31 @@ fn failed_import_can_be_retried_under_the_same_name() {
     let err = store.import_oci("app", &image, &mut no_progress()).unwrap_err();
     assert!(matches!(err, TemplateError::AlreadyExists(_)), "{err}");
 }
+
+#[test]
+fn zstd_compressed_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("image");
+    let layers = [base_layer(), upper_layer(), top_layer()];
+    write_oci(&image, &layers, &[false, false, false]);
+    // Swap layer 2 for its zstd form (digest and size updated in a rewritten manifest).
+    let mut manifest_hex = String::new();
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(image.join("index.json")).unwrap()).unwrap();
+    manifest_hex.push_str(&index["manifests"][0]["digest"].as_str().unwrap()[7..]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(image.join("blobs/sha256").join(&manifest_hex)).unwrap()).unwrap();
+    let z = zstd(&layers[1]);
+    let z_hex = sha(&z);
+    fs::write(image.join("blobs/sha256").join(&z_hex), &z).unwrap();
+    manifest["layers"][1] = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": format!("sha256:{z_hex}"), "size": z.len()
+    });
+    let m = serde_json::to_vec(&manifest).unwrap();
+    let m_hex = sha(&m);
+    fs::write(image.join("blobs/sha256").join(&m_hex), &m).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": format!("sha256:{m_hex}"), "size": m.len()}]});
+    fs::write(image.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let store = TemplateStore::open(t.path().join("templates")).unwrap();
+    let tpl = store.import_oci("zstd", &image, &mut no_progress()).unwrap();
+    check_layered_rootfs(&tpl.rootfs());
+}

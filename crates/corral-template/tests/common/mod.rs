@@ -92,6 +92,10 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
 pub fn config_json(uncompressed_layers: &[Vec<u8>]) -> Vec<u8> {
     let diff_ids: Vec<String> = uncompressed_layers.iter().map(|l| format!("sha256:{}", sha(l))).collect();
     serde_json::to_vec(&json!({
