@@ -22,6 +22,7 @@
 //! before starting tokio or any thread:
 //!
 //! ```no_run
+//! # #[allow(clippy::needless_doctest_main)]
 //! fn main() {
 //!     corral_runtime::maybe_run_spawner(); // never returns in the spawner
 //!     // ... build the tokio runtime, then Runtime::new(...)

@@ -115,6 +115,7 @@ fn rule(conds: Vec<Cond>) -> Result<SeccompRule, String> {
 }
 
 /// The deny list as seccompiler rules (empty chain = deny unconditionally).
+#[allow(clippy::unnecessary_cast)] // `c_long` is not `i64` on every target
 fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr as i64, vec![])).collect();
     let ns_bit = |arg: u8| -> Result<Vec<SeccompRule>, String> {
@@ -153,10 +154,22 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 
 /// The prelude: architecture check, x32 range, `clone3` → ENOSYS.
 fn prelude() -> BpfProgram {
-    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-    const JEQ_K: u16 = 0x05 | 0x10;
-    const JGE_K: u16 = 0x05 | 0x30;
-    const RET_K: u16 = 0x06;
+    const BPF_LD: u16 = 0x00;
+    const BPF_W: u16 = 0x00;
+    const BPF_ABS: u16 = 0x20;
+    const BPF_JMP: u16 = 0x05;
+    const BPF_JEQ: u16 = 0x10;
+    const BPF_JGE: u16 = 0x30;
+    const BPF_K: u16 = 0x00;
+    const BPF_RET: u16 = 0x06;
+    #[allow(clippy::identity_op)]
+    const LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
+    #[allow(clippy::identity_op)]
+    const JEQ_K: u16 = BPF_JMP | BPF_JEQ | BPF_K;
+    #[allow(clippy::identity_op)]
+    const JGE_K: u16 = BPF_JMP | BPF_JGE | BPF_K;
+    #[allow(clippy::identity_op)]
+    const RET_K: u16 = BPF_RET | BPF_K;
     const RET_ALLOW: u32 = 0x7fff_0000;
     const RET_KILL: u32 = 0x8000_0000;
     const RET_ERRNO: u32 = 0x0005_0000;
