@@ -30,7 +30,7 @@ pub mod oci;
 mod progress;
 mod store;
 
-pub use apt_sources::{default_mirror, parse_sources};
+pub use apt_sources::{default_mirror, parse_sources, AptSource};
 pub use debootstrap::{DebootstrapSpec, DEFAULT_SUITE};
 pub use error::{Result, TemplateError};
 pub use host::{default_host_binds, default_host_builder, HostBind};
