@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use corral_core::api::{
-    BatchCreateResponse, CreateSandboxRequest, ErrorBody, ExecRequest, ExecResponse, HostList, SandboxList,
+    BatchCreateResponse, CreateSandboxRequest, ErrorBody, ExecRequest, ExecResponse, ExecStreamEvent, HostList,
+    SandboxList,
     TemplateList,
 };
 use corral_core::Sandbox;
@@ -136,6 +137,12 @@ impl Client {
         self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(req)).await
     }
 
+    /// Runs a command and streams its output: see [`ExecEvents`].
+    pub async fn exec_stream(&self, id: &str, req: &ExecRequest) -> Result<ExecEvents, ClientError> {
+        let resp = self.send(self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec/stream")).json(req)).await?;
+        Ok(ExecEvents { resp, buf: Vec::new(), done: false })
+    }
+
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, ClientError> {
         let rb = self.request(Method::GET, &format!("/v1/sandboxes/{id}/files")).query(&[("path", path)]);
         let resp = self.send(rb).await?;
@@ -164,6 +171,44 @@ impl Client {
     /// Whether `/healthz` answers 200.
     pub async fn healthy(&self) -> bool {
         matches!(self.request(Method::GET, "/healthz").send().await, Ok(r) if r.status() == StatusCode::OK)
+    }
+}
+
+/// The events of a streamed exec, in order; the last is `Exit` (or `Error`).
+pub struct ExecEvents {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl ExecEvents {
+    /// The next event, `None` once the stream is over.
+    pub async fn next(&mut self) -> Option<Result<ExecStreamEvent, ClientError>> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                if line.len() <= 1 {
+                    continue;
+                }
+                return Some(serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string())));
+            }
+            if self.done {
+                return None;
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self.buf.extend_from_slice(&bytes),
+                Ok(None) => {
+                    self.done = true;
+                    if !self.buf.is_empty() {
+                        self.buf.push(b'\n');
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(ClientError::Decode(e.to_string())));
+                }
+            }
+        }
     }
 }
 

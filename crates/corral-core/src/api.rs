@@ -116,7 +116,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `not_found`, `unavailable`, …
     pub code: String,
@@ -131,4 +131,25 @@ pub struct StateEvent {
     pub host: Option<String>,
     pub end_reason: Option<crate::sandbox::EndReason>,
     pub at_ms: u64,
+}
+
+/// One line of `POST /v1/sandboxes/{id}/exec/stream` (newline-delimited
+/// JSON): `{"stdout": "…"}`, `{"stderr": "…"}`, then `{"exit": {…}}`, or
+/// `{"error": {…}}` if the stream broke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecStreamEvent {
+    Stdout(String),
+    Stderr(String),
+    Exit(ExecExit),
+    Error(ErrorDetail),
+}
+
+/// How a streamed command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecExit {
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub timed_out: bool,
 }

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod reconcile;
 pub mod sandbox;
 pub mod sequence;
+pub mod text;
 pub mod time;
 pub mod validate;
 

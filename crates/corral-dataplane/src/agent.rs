@@ -8,14 +8,14 @@ use std::time::Duration;
 use corral_core::validate::{DEFAULT_EXEC_TIMEOUT_MS, MAX_EXEC_TIMEOUT_MS};
 use corral_proto::v1::agent_server::{Agent, AgentServer};
 use corral_proto::v1::{
-    ExecRequest, ExecResponse, ReadFileRequest, ReadFileResponse, WriteFileRequest,
-    WriteFileResponse,
+    exec_chunk, ExecChunk as PbChunk, ExecRequest, ExecResponse, ReadFileRequest,
+    ReadFileResponse, WriteFileRequest, WriteFileResponse,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::driver::{DriverError, ExecSpec};
+use crate::driver::{DriverError, ExecChunk, ExecOutput, ExecSpec};
 use crate::runtime::{AccessError, Runtime};
 use crate::DataplaneError;
 
@@ -106,20 +106,48 @@ fn exec_spec(req: ExecRequest) -> Result<ExecSpec, Status> {
     })
 }
 
+fn exec_response(out: ExecOutput) -> ExecResponse {
+    ExecResponse {
+        exit_code: out.exit_code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        duration_ms: out.duration.as_millis() as u64,
+        timed_out: out.timed_out,
+    }
+}
+
+fn pb_chunk(chunk: ExecChunk) -> PbChunk {
+    let chunk = match chunk {
+        ExecChunk::Stdout(b) => exec_chunk::Chunk::Stdout(b),
+        ExecChunk::Stderr(b) => exec_chunk::Chunk::Stderr(b),
+        ExecChunk::Exit(out) => exec_chunk::Chunk::Exit(exec_response(out)),
+    };
+    PbChunk { chunk: Some(chunk) }
+}
+
+type ChunkStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<PbChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Agent for AgentService {
+    type ExecStreamStream = ChunkStream;
+
+    async fn exec_stream(&self, request: Request<ExecRequest>) -> Result<Response<ChunkStream>, Status> {
+        let req = request.into_inner();
+        let id = req.sandbox_id.clone();
+        let spec = exec_spec(req)?;
+        let chunks = self.rt.exec_stream(&id, spec).await.map_err(status)?;
+        let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(chunks), |c| {
+            c.map(pb_chunk).map_err(|e| status(AccessError::Driver(e)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let req = request.into_inner();
         let id = req.sandbox_id.clone();
         let spec = exec_spec(req)?;
         let out = self.rt.exec(&id, spec).await.map_err(status)?;
-        Ok(Response::new(ExecResponse {
-            exit_code: out.exit_code,
-            stdout: out.stdout,
-            stderr: out.stderr,
-            duration_ms: out.duration.as_millis() as u64,
-            timed_out: out.timed_out,
-        }))
+        Ok(Response::new(exec_response(out)))
     }
 
     async fn read_file(

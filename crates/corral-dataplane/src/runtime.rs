@@ -432,6 +432,11 @@ impl Runtime {
         Ok(self.driver.exec(id, &sb.spec, req).await?)
     }
 
+    pub async fn exec_stream(&self, id: &str, req: ExecSpec) -> Result<crate::driver::ExecChunks, AccessError> {
+        let sb = self.running(id)?;
+        Ok(self.driver.exec_stream(id, &sb.spec, req).await?)
+    }
+
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AccessError> {
         self.get(id)
             .ok_or_else(|| AccessError::Unknown(id.to_string()))?;

@@ -178,3 +178,45 @@ async fn up_shuts_down_cleanly_on_sigterm() {
     assert!(up.terminate(), "corral up exits 0 on SIGTERM:\n{}", up.log_text());
     assert!(!c.client.healthy().await);
 }
+
+#[tokio::test]
+async fn exec_streams_output_while_the_command_runs() {
+    use corral_core::api::ExecStreamEvent;
+    let c = Cluster::up().await;
+    let sb = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
+    // The command prints, then waits for a file that the test writes only
+    // after it has seen that output: it can only finish if output streams.
+    let script = "echo ready; while [ ! -f /tmp/go ]; do sleep 0.02; done; echo done; echo warn >&2; exit 4";
+    let mut events = c.client.exec_stream(&sb.id, &exec(&["sh", "-c", script])).await.unwrap();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first, ExecStreamEvent::Stdout("ready\n".into()));
+    c.client.write_file(&sb.id, "/tmp/go", Vec::new()).await.unwrap();
+    let (mut stdout, mut stderr, mut exit) = (String::new(), String::new(), None);
+    while let Some(ev) = events.next().await {
+        match ev.unwrap() {
+            ExecStreamEvent::Stdout(s) => stdout.push_str(&s),
+            ExecStreamEvent::Stderr(s) => stderr.push_str(&s),
+            ExecStreamEvent::Exit(x) => exit = Some(x),
+            ExecStreamEvent::Error(e) => panic!("stream broke: {e:?}"),
+        }
+    }
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("done\n", "warn\n"));
+    assert_eq!(exit.map(|x| x.exit_code), Some(4));
+}
+
+#[tokio::test]
+async fn a_restarted_up_adopts_its_running_sandboxes() {
+    let mut c = Cluster::up().await;
+    let sb = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
+    c.client.write_file(&sb.id, "/tmp/state", b"kept".to_vec()).await.unwrap();
+    c.server.as_mut().unwrap().kill9();
+    let restarted = Cluster::restart_up(&mut c).await;
+    assert!(restarted);
+    // Until the new dataplane re-registers its agent address, exec is a 503.
+    let out = eventually(Duration::from_secs(20), "exec after the restart", || async {
+        c.client.exec(&sb.id, &exec(&["cat", "/tmp/state"])).await.ok()
+    })
+    .await;
+    assert_eq!(out.stdout, "kept", "the same sandbox, with its private layer, survived the restart");
+    assert_eq!(c.client.get(&sb.id).await.unwrap().state, SandboxState::Running);
+}

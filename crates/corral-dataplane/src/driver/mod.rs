@@ -102,6 +102,18 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// One piece of a streamed exec; `Exit` is always last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The exit; its `stdout` and `stderr` are empty (they were streamed).
+    Exit(ExecOutput),
+}
+
+/// Chunks of a running exec. Dropping it kills the command.
+pub type ExecChunks = tokio::sync::mpsc::Receiver<Result<ExecChunk, DriverError>>;
+
 pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
@@ -135,6 +147,28 @@ pub trait Driver: Send + Sync + 'static {
         spec: &'a SandboxSpec,
         req: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecOutput, DriverError>>;
+
+    /// Runs a command and streams its output. Drivers that cannot stream
+    /// inherit this: run it to the end, then hand out the whole output.
+    fn exec_stream<'a>(
+        &'a self,
+        id: &'a str,
+        spec: &'a SandboxSpec,
+        req: ExecSpec,
+    ) -> BoxFuture<'a, Result<ExecChunks, DriverError>> {
+        Box::pin(async move {
+            let mut out = self.exec(id, spec, req).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(3);
+            let (stdout, stderr) = (std::mem::take(&mut out.stdout), std::mem::take(&mut out.stderr));
+            for chunk in [ExecChunk::Stdout(stdout), ExecChunk::Stderr(stderr)] {
+                if !matches!(&chunk, ExecChunk::Stdout(b) | ExecChunk::Stderr(b) if b.is_empty()) {
+                    let _ = tx.send(Ok(chunk)).await;
+                }
+            }
+            let _ = tx.send(Ok(ExecChunk::Exit(out))).await;
+            Ok(rx)
+        })
+    }
 
     fn read_file<'a>(
         &'a self,

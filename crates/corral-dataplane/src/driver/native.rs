@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use corral_core::SandboxSpec;
-use corral_runtime::{ExitInfo, Runtime, RuntimeConfig, RuntimeError, Template};
+use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, Template};
 
-use super::{BoxFuture, Discovered, Driver, DriverError, ExecOutput, ExecSpec, Exit, Started};
+use super::{BoxFuture, Discovered, Driver, DriverError, ExecChunk, ExecChunks, ExecOutput, ExecSpec, Exit, Started};
 
 /// How the native driver is set up.
 #[derive(Debug, Clone)]
@@ -128,6 +128,17 @@ impl NativeDriver {
     }
 }
 
+fn runtime_exec(req: ExecSpec) -> corral_runtime::ExecSpec {
+    corral_runtime::ExecSpec {
+        argv: req.argv,
+        env: req.env,
+        cwd: req.cwd,
+        stdin: req.stdin,
+        timeout: Some(req.timeout),
+        ..Default::default()
+    }
+}
+
 fn describe(info: ExitInfo) -> Exit {
     let message = match (info.oom_killed, info.code, info.signal) {
         (true, _, _) => "killed by the out-of-memory killer".to_string(),
@@ -201,15 +212,7 @@ impl Driver for NativeDriver {
         req: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecOutput, DriverError>> {
         Box::pin(async move {
-            let spec = corral_runtime::ExecSpec {
-                argv: req.argv,
-                env: req.env,
-                cwd: req.cwd,
-                stdin: req.stdin,
-                timeout: Some(req.timeout),
-                ..Default::default()
-            };
-            let out = self.rt.exec_buffered(id, spec).await.map_err(driver_error)?;
+            let out = self.rt.exec_buffered(id, runtime_exec(req)).await.map_err(driver_error)?;
             Ok(ExecOutput {
                 exit_code: out.exit_code,
                 stdout: out.stdout,
@@ -217,6 +220,42 @@ impl Driver for NativeDriver {
                 duration: out.duration,
                 timed_out: out.timed_out,
             })
+        })
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        id: &'a str,
+        _spec: &'a SandboxSpec,
+        req: ExecSpec,
+    ) -> BoxFuture<'a, Result<ExecChunks, DriverError>> {
+        Box::pin(async move {
+            let mut stream = self.rt.exec(id, runtime_exec(req)).await.map_err(driver_error)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(async move {
+                loop {
+                    let chunk = match stream.next().await {
+                        Ok(Some(ExecEvent::Stdout(b))) => ExecChunk::Stdout(b),
+                        Ok(Some(ExecEvent::Stderr(b))) => ExecChunk::Stderr(b),
+                        Ok(Some(ExecEvent::Exit(x))) => ExecChunk::Exit(ExecOutput {
+                            exit_code: x.exit_code,
+                            timed_out: x.timed_out,
+                            duration: std::time::Duration::from_millis(x.duration_ms),
+                            ..Default::default()
+                        }),
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(driver_error(e))).await;
+                            return;
+                        }
+                    };
+                    // The receiver is gone: dropping `stream` kills the command.
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(rx)
         })
     }
 

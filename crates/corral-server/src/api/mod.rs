@@ -44,7 +44,7 @@ pub struct AppState {
     info(title = "Corral", description = "Isolated sandboxes for AI agents and evaluation harnesses."),
     paths(
         sandboxes::create, sandboxes::create_batch, sandboxes::list, sandboxes::get, sandboxes::delete,
-        sandboxes::exec, sandboxes::read_file, sandboxes::write_file,
+        sandboxes::exec, sandboxes::exec_stream, sandboxes::read_file, sandboxes::write_file,
         fleet::hosts, fleet::templates, events::events, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
@@ -52,7 +52,8 @@ pub struct AppState {
         corral_core::api::BatchCreateResponse, corral_core::api::SandboxList, corral_core::api::ExecRequest,
         corral_core::api::ExecResponse, corral_core::api::HostList, corral_core::api::HostView,
         corral_core::api::TemplateList, corral_core::api::TemplateView, corral_core::api::ErrorBody,
-        corral_core::api::ErrorDetail, corral_core::api::StateEvent, corral_core::Sandbox,
+        corral_core::api::ErrorDetail, corral_core::api::StateEvent, corral_core::api::ExecStreamEvent,
+        corral_core::api::ExecExit, corral_core::Sandbox,
         corral_core::SandboxState, corral_core::EndReason, corral_core::Host,
     ))
 )]
@@ -67,6 +68,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sandboxes/batch", post(sandboxes::create_batch))
         .route("/v1/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete))
         .route("/v1/sandboxes/{id}/exec", post(sandboxes::exec))
+        .route("/v1/sandboxes/{id}/exec/stream", post(sandboxes::exec_stream))
         .route("/v1/hosts", get(fleet::hosts))
         .route("/v1/templates", get(fleet::templates))
         .route("/v1/events", get(events::events))

@@ -7,8 +7,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use corral_core::api::{
-    BatchCreateRequest, BatchCreateResponse, CreateSandboxRequest, ErrorBody, ExecRequest, ExecResponse, SandboxList,
+    BatchCreateRequest, BatchCreateResponse, CreateSandboxRequest, ErrorBody, ErrorDetail, ExecExit, ExecRequest,
+    ExecResponse, ExecStreamEvent, SandboxList,
 };
+use corral_core::text::Utf8Decoder;
 use corral_core::id::new_sandbox_id;
 use corral_core::validate;
 use corral_core::{EndReason, Sandbox, SandboxSpec, SandboxState};
@@ -230,6 +232,18 @@ pub async fn exec(
     let timeout_ms = validate::exec_request(&req, &app.limits)?;
     let (host, addr) = running_on(&app, &id)?;
     let mut client = app.agents.client(&host, &addr).map_err(ApiError::unavailable)?;
+    let out = client.exec(agent_exec(id, req, timeout_ms)).await.map_err(agent_error)?.into_inner();
+    Ok(Json(ExecResponse {
+        exit_code: out.exit_code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        duration_ms: out.duration_ms,
+        timed_out: out.timed_out,
+    }))
+}
+
+/// The agent call for an exec, with a deadline a little past its timeout.
+fn agent_exec(id: String, req: ExecRequest, timeout_ms: u64) -> tonic::Request<pb::ExecRequest> {
     let mut call = tonic::Request::new(pb::ExecRequest {
         sandbox_id: id,
         cmd: req.cmd,
@@ -239,14 +253,82 @@ pub async fn exec(
         stdin: req.stdin.unwrap_or_default().into_bytes(),
     });
     call.set_timeout(Duration::from_millis(timeout_ms) + Duration::from_secs(10));
-    let out = client.exec(call).await.map_err(agent_error)?.into_inner();
-    Ok(Json(ExecResponse {
-        exit_code: out.exit_code,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        duration_ms: out.duration_ms,
-        timed_out: out.timed_out,
-    }))
+    call
+}
+
+/// Run a command in a sandbox and stream its output as it is written:
+/// newline-delimited JSON, `{"stdout": "…"}` / `{"stderr": "…"}` lines, then
+/// `{"exit": {"exit_code", "duration_ms", "timed_out"}}`. Closing the
+/// connection kills the command.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/stream", params(("id" = String, Path)), request_body = ExecRequest,
+    responses((status = 200, body = ExecStreamEvent, content_type = "application/x-ndjson"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn exec_stream(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ExecRequest>,
+) -> Result<Response, ApiError> {
+    let timeout_ms = validate::exec_request(&req, &app.limits)?;
+    let (host, addr) = running_on(&app, &id)?;
+    let mut client = app.agents.client(&host, &addr).map_err(ApiError::unavailable)?;
+    let chunks = client.exec_stream(agent_exec(id, req, timeout_ms)).await.map_err(agent_error)?.into_inner();
+    let lines = futures::stream::unfold(Some(NdjsonExec::new(chunks)), |state| async move {
+        let mut s = state?;
+        let line = s.next_line().await;
+        Some((Ok::<_, std::convert::Infallible>(line), (!s.done).then_some(s)))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response())
+}
+
+/// Turns agent chunks into NDJSON lines, decoding UTF-8 across chunk edges.
+struct NdjsonExec {
+    chunks: tonic::Streaming<pb::ExecChunk>,
+    stdout: Utf8Decoder,
+    stderr: Utf8Decoder,
+    done: bool,
+}
+
+impl NdjsonExec {
+    fn new(chunks: tonic::Streaming<pb::ExecChunk>) -> Self {
+        NdjsonExec { chunks, stdout: Utf8Decoder::new(), stderr: Utf8Decoder::new(), done: false }
+    }
+
+    async fn next_line(&mut self) -> String {
+        use pb::exec_chunk::Chunk;
+        let event = match self.chunks.message().await {
+            Ok(Some(pb::ExecChunk { chunk: Some(Chunk::Stdout(b)) })) => ExecStreamEvent::Stdout(self.stdout.push(&b)),
+            Ok(Some(pb::ExecChunk { chunk: Some(Chunk::Stderr(b)) })) => ExecStreamEvent::Stderr(self.stderr.push(&b)),
+            Ok(Some(pb::ExecChunk { chunk: Some(Chunk::Exit(x)) })) => {
+                self.done = true;
+                let (out, err) = (self.stdout.finish(), self.stderr.finish());
+                let exit = ExecStreamEvent::Exit(ExecExit {
+                    exit_code: x.exit_code,
+                    duration_ms: x.duration_ms,
+                    timed_out: x.timed_out,
+                });
+                return [(!out.is_empty()).then(|| ExecStreamEvent::Stdout(out)), (!err.is_empty()).then(|| ExecStreamEvent::Stderr(err)), Some(exit)]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| ndjson(&e))
+                    .collect();
+            }
+            Ok(Some(pb::ExecChunk { chunk: None })) => return String::new(),
+            Ok(None) => self.broken("the host agent ended the stream without an exit".into()),
+            Err(s) => self.broken(format!("host agent: {}", s.message())),
+        };
+        ndjson(&event)
+    }
+
+    fn broken(&mut self, message: String) -> ExecStreamEvent {
+        self.done = true;
+        ExecStreamEvent::Error(ErrorDetail { code: "stream_broken".into(), message })
+    }
+}
+
+fn ndjson(event: &ExecStreamEvent) -> String {
+    let mut line = serde_json::to_string(event).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corral_client::{Client, ListFilter};
-use corral_core::api::{CreateSandboxRequest, ExecRequest};
+use corral_core::api::{CreateSandboxRequest, ExecRequest, ExecStreamEvent};
 use corral_core::time::now_ms;
 use corral_core::Sandbox;
 
@@ -91,17 +91,30 @@ async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         timeout_ms: a.timeout_ms,
         stdin,
     };
-    let out = c.exec(&a.id, &req).await?;
     if a.client.json {
+        let out = c.exec(&a.id, &req).await?;
         print_json(&out)?;
-    } else {
-        std::io::stdout().write_all(out.stdout.as_bytes())?;
-        std::io::stderr().write_all(out.stderr.as_bytes())?;
-        if out.timed_out {
-            eprintln!("corral: command timed out");
+        return Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8));
+    }
+    let mut events = c.exec_stream(&a.id, &req).await?;
+    while let Some(event) = events.next().await {
+        match event? {
+            ExecStreamEvent::Stdout(s) => {
+                let mut out = std::io::stdout();
+                out.write_all(s.as_bytes())?;
+                out.flush()?;
+            }
+            ExecStreamEvent::Stderr(s) => std::io::stderr().write_all(s.as_bytes())?,
+            ExecStreamEvent::Exit(x) => {
+                if x.timed_out {
+                    eprintln!("corral: command timed out");
+                }
+                return Ok(ExitCode::from(x.exit_code.clamp(0, 255) as u8));
+            }
+            ExecStreamEvent::Error(e) => anyhow::bail!("{} ({})", e.message, e.code),
         }
     }
-    Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8))
+    anyhow::bail!("the output stream ended without an exit status")
 }
 
 fn age(ms: u64) -> String {

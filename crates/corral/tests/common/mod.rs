@@ -197,6 +197,20 @@ impl Cluster {
 
     pub async fn up_with(driver: Driver) -> Cluster {
         let mut c = Cluster::new(driver);
+        c.spawn_up();
+        c.wait_ready().await;
+        c
+    }
+
+    /// Starts `corral up` again on the same dirs and ports (after a kill).
+    pub async fn restart_up(c: &mut Cluster) -> bool {
+        c.spawn_up();
+        c.wait_ready().await;
+        true
+    }
+
+    fn spawn_up(&mut self) {
+        let c = self;
         let dir = c.server_dir();
         let (api, grpc) = (format!("127.0.0.1:{}", c.api_port), format!("127.0.0.1:{}", c.grpc_port));
         let mut args: Vec<String> = ["up", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc]
@@ -206,9 +220,8 @@ impl Cluster {
         args.extend(["--host-id".to_string(), "local".to_string()]);
         args.extend(c.driver_args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.server = Some(Proc::spawn(&args, &c.dir.path().join("up.log")));
-        c.wait_ready().await;
-        c
+        let n = std::fs::read_dir(c.dir.path()).map(|d| d.count()).unwrap_or(0);
+        c.server = Some(Proc::spawn(&args, &c.dir.path().join(format!("up-{n}.log"))));
     }
 
     /// A server and a process-driver dataplane, separately killable.
