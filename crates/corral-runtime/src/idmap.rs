@@ -105,3 +105,71 @@ mod tests {
         assert!(SlotAllocator::new(u32::MAX - 10, 1).is_err());
     }
 }
+
+/// Most template layers a sandbox may stack (the release message carries
+/// one fd per layer).
+pub const MAX_LAYERS: usize = 32;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Host side (the spawner, as host root): detached, read-only clones of the
+/// template layers, id-mapped through the sandbox's user namespace so files
+/// the host root owns appear owned by the sandbox root (host uid `n` appears
+/// as `n`). Without this, template files show up as `nobody`, the sandbox
+/// root cannot modify `/etc/passwd` (even through copy-up) and overlay
+/// cannot look into `0700` template dirs.
+///
+/// Safe because the clones are attached only under the sandbox's private
+/// staging tmpfs, which `pivot_root` leaves unreachable: nothing in the
+/// sandbox can remount them writable; overlay never writes to a lower layer.
+pub fn idmapped_layers(pid: i32, layers: &[std::path::PathBuf]) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut out = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let path = std::ffi::CString::new(layer.as_os_str().as_bytes())?;
+        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+        // SAFETY: open_tree with a valid C path; returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh detached-mount fd owned by nobody else.
+        let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: mount_setattr on our detached tree with a correctly sized attr struct.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        out.push(tree);
+    }
+    Ok(out)
+}

@@ -10,6 +10,8 @@
 //! written: every change lands in `upper/`.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,11 +40,11 @@ fn io_ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T, 
 
 /// Builds the whole root and pivots into it. Runs as the sandbox root with
 /// all capabilities of the sandbox's user namespace.
-pub(crate) fn build_root(cfg: &InitConfig) -> Result<(), String> {
+pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
     ctx(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>), || {
         "make / private".into()
     })?;
-    let root = mount_layers(cfg)?;
+    let root = mount_layers(cfg, layers)?;
     for b in &cfg.binds {
         bind(b, &root)?;
     }
@@ -54,8 +56,10 @@ pub(crate) fn build_root(cfg: &InitConfig) -> Result<(), String> {
     pivot(&root)
 }
 
-/// tmpfs + overlay. Returns the merged root.
-fn mount_layers(cfg: &InitConfig) -> Result<PathBuf, String> {
+/// tmpfs + overlay. Returns the merged root. `layers` are the spawner's
+/// id-mapped clones of `cfg.lowers` (attached under the tmpfs, where
+/// `pivot_root` will leave them unreachable), or empty to use the paths.
+fn mount_layers(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<PathBuf, String> {
     let mnt = &cfg.mount_dir;
     let opts = format!("size={}m,mode=0755", cfg.disk_mb.max(1));
     mount_fs("tmpfs", mnt, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
@@ -64,7 +68,11 @@ fn mount_layers(cfg: &InitConfig) -> Result<PathBuf, String> {
         mkdir(d, 0o755)?;
     }
     populate_upper(&upper, cfg)?;
-    let lowers: Vec<String> = cfg.lowers.iter().map(|p| p.display().to_string()).collect();
+    let lowers: Vec<String> = if !layers.is_empty() && layers.len() == cfg.lowers.len() {
+        attach_layers(mnt, layers)?
+    } else {
+        cfg.lowers.iter().map(|p| p.display().to_string()).collect()
+    };
     let opts = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
         lowers.join(":"),
@@ -73,6 +81,33 @@ fn mount_layers(cfg: &InitConfig) -> Result<PathBuf, String> {
     );
     mount_fs("overlay", &root, "overlay", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
     Ok(root)
+}
+
+/// Attaches the detached layer mounts at `mnt/lower<i>`; returns their paths.
+fn attach_layers(mnt: &Path, layers: Vec<OwnedFd>) -> Result<Vec<String>, String> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let mut paths = Vec::with_capacity(layers.len());
+    for (i, fd) in layers.into_iter().enumerate() {
+        let target = mnt.join(format!("lower{i}"));
+        mkdir(&target, 0o755)?;
+        let c_target = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: move_mount of a detached mount fd we own onto a dir we created.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c_target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("attach layer {i}: {}", std::io::Error::last_os_error()));
+        }
+        paths.push(target.display().to_string());
+    }
+    Ok(paths)
 }
 
 /// Entries the sandbox root must own: the upper dir shadows the template's

@@ -365,8 +365,8 @@ fn create_state_dir(dir: &Path) -> Result<()> {
 
 fn validate(cfg: &SandboxConfig) -> Result<()> {
     state::validate_id(&cfg.id)?;
-    if cfg.rootfs.is_empty() {
-        return Err(RuntimeError::InvalidArgument("rootfs needs at least one layer".into()));
+    if cfg.rootfs.is_empty() || cfg.rootfs.len() > crate::idmap::MAX_LAYERS {
+        return Err(RuntimeError::InvalidArgument(format!("rootfs needs 1 to {} layers", crate::idmap::MAX_LAYERS)));
     }
     let bad = |p: &PathBuf| !p.is_absolute() || p.to_str().is_none_or(|s| s.contains([':', ',', '\\']));
     if let Some(p) = cfg.rootfs.iter().find(|p| bad(p)) {

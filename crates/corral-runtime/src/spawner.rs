@@ -11,20 +11,22 @@
 //! The spawner reads [`SpawnerRequest`] lines on its stdin (a unix socket to
 //! the runtime) and, for each, binds the init's socket, `clone`s a child into
 //! fresh user/pid/mount/net/uts/ipc namespaces, writes its id maps, puts it in
-//! its cgroups and only then releases it (a byte on a pipe). The child becomes
+//! its cgroups, id-maps its template layers ([`crate::idmap::idmapped_layers`])
+//! and only then releases it (a byte, with the layer fds, on a socketpair). The child becomes
 //! the sandbox's PID 1 ([`crate::init`]); no exec, so no binary is needed in
 //! the image. The spawner reaps its children and reports
 //! [`SpawnerMessage::Exited`]. It exits when the runtime closes the socket;
 //! running inits are left alone (a restarted runtime adopts them).
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -143,8 +145,13 @@ fn reap(sock: &mut UnixStream) -> std::io::Result<()> {
 /// Starts one sandbox init. Runs in the spawner; never blocks on the child.
 fn spawn(req: &SpawnRequest) -> Result<i32, String> {
     let listener = bind(&req.socket)?;
-    let (release_rd, release_wr) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (release_wr, release_rd) = socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::Stream,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
     // SAFETY: raw clone without CLONE_VM and with a null stack behaves like
     // fork(2): the child gets a copy of this (single-threaded) process.
     let pid = unsafe { libc::syscall(libc::SYS_clone, (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
@@ -164,8 +171,15 @@ fn spawn(req: &SpawnRequest) -> Result<i32, String> {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         return Err(e);
     }
-    // The child proceeds once it reads this byte.
-    nix::unistd::write(&release_wr, &[1u8]).map_err(|e| format!("release init: {e}"))?;
+    // Best effort: on filesystems without id-mapped mounts the init falls
+    // back to mounting the layer paths as they are.
+    let layers = crate::idmap::idmapped_layers(pid, &req.init.lowers).unwrap_or_default();
+    let fds: Vec<RawFd> = layers.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [socket::ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[socket::ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    // The child proceeds once it reads this byte (and the layer fds).
+    socket::sendmsg::<()>(release_wr.as_raw_fd(), &[IoSlice::new(&[1u8])], cmsgs, socket::MsgFlags::empty(), None)
+        .map_err(|e| format!("release init: {e}"))?;
     Ok(pid)
 }
 

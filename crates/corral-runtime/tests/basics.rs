@@ -225,3 +225,30 @@ async fn sandboxes_survive_the_spawner_and_a_new_one_is_started() {
     f.rt.destroy(&id).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
 }
+
+/// Template layers are id-mapped: files the host root owns belong to the
+/// sandbox root, so it can edit them (copy-up) and enter 0700 dirs, while
+/// the template on the host stays untouched.
+#[tokio::test]
+async fn template_files_belong_to_the_sandbox_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(f) = fixture("idmap").await else { return };
+    let top = f.dir.path().join("top-layer");
+    std::fs::create_dir_all(top.join("private")).unwrap();
+    std::fs::set_permissions(top.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(top.join("private/data"), "layer\n").unwrap();
+    let mut cfg = f.config("sb-idmap");
+    cfg.rootfs.insert(0, top.clone());
+    f.rt.create(cfg).await.unwrap();
+    let out = f
+        .sh(
+            "sb-idmap",
+            "stat -c '%u %g' /etc/passwd /private/data; echo extra >> /etc/passwd && echo passwd-ok; \
+             cat /private/data; echo more > /private/new && echo private-ok",
+        )
+        .await;
+    assert_eq!(text(&out.stdout), "0 0\n0 0\npasswd-ok\nlayer\nprivate-ok\n", "{out:?}");
+    assert!(!top.join("private/new").exists());
+    let passwd = std::fs::read_to_string(f.template.layers[0].join("etc/passwd")).unwrap();
+    assert!(!passwd.contains("extra"));
+}

@@ -114,8 +114,9 @@ async fn the_template_and_host_usr_stay_unchanged() {
     assert!(!std::path::Path::new("/usr/evil").exists());
     // A second sandbox of the same template sees none of the first one's changes.
     let other = f.create("sb-tmpl2").await;
-    let out = f.sh(&other, "ls /etc/new /newdir 2>&1; test -d /home && echo home-ok").await;
-    assert!(text(&out.stdout).contains("home-ok") && text(&out.stdout).contains("No such file"), "{out:?}");
+    let out = f.sh(&other, "ls /etc/new /newdir 2>&1; test -d /home && echo home-ok; grep -c evil /etc/passwd").await;
+    let t = text(&out.stdout);
+    assert!(t.contains("home-ok") && t.contains("No such file") && t.ends_with("0\n"), "{out:?}");
 }
 
 #[tokio::test]

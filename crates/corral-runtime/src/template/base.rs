@@ -28,8 +28,8 @@ const DIRS: &[(&str, u32)] = &[
     ("dev", 0o755),
     ("sys", 0o555),
     ("tmp", 0o1777),
-    // Every template dir must be world-searchable: overlay looks names up in
-    // the lower layers with the sandbox root's (unmapped-there) credentials.
+    // World-searchable for hosts without id-mapped mounts, where overlay
+    // looks names up in the lower layers as the (unmapped) sandbox root.
     // The sandbox still sees /root as 0700: its copy in the upper layer wins.
     ("root", 0o755),
     ("home", 0o755),
