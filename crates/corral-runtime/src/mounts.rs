@@ -114,6 +114,12 @@ fn attach_layers(mnt: &Path, layers: Vec<OwnedFd>) -> Result<Vec<String>, String
 /// (host-owned, hence unwritable) dirs of the same name, so `/`, `/etc`, the
 /// workdir and `/root` are writable by the sandbox root.
 fn populate_upper(upper: &Path, cfg: &InitConfig) -> Result<(), String> {
+    // Mount points an image may lack (OCI images built `FROM scratch` have
+    // no /proc or /dev): created in the upper dir, they merge with the
+    // template's own where it has them.
+    for d in ["proc", "dev", "sys", "tmp"] {
+        mkdir(&upper.join(d), 0o755)?;
+    }
     mkdir(&upper.join("etc"), 0o755)?;
     mkdir(&upper.join("root"), 0o700)?;
     let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", cfg.id);

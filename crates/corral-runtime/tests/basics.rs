@@ -108,6 +108,25 @@ async fn exec_timeout_kills_the_process_group() {
 }
 
 #[tokio::test]
+async fn dropping_an_exec_stream_kills_the_command() {
+    let Some(f) = fixture("dropexec").await else { return };
+    let id = f.create("sb-dropexec").await;
+    let stream = f.rt.exec(&id, ExecSpec::new(["/bin/sh", "-c", "exec sleep 100"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(text(&f.sh(&id, "cat /proc/[0-9]*/comm").await.stdout).contains("sleep"));
+    drop(stream);
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !text(&f.sh(&id, "cat /proc/[0-9]*/comm").await.stdout).contains("sleep") {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the abandoned command kept running");
+}
+
+#[tokio::test]
 async fn files_put_and_get() {
     let Some(f) = fixture("files").await else { return };
     let id = f.create("sb-files").await;

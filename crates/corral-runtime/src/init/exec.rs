@@ -158,19 +158,27 @@ async fn pump(
     tokio::pin!(feed);
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let kill_at = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
-    let (mut ob, mut eb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let (mut ob, mut eb, mut probe) = (vec![0u8; CHUNK], vec![0u8; CHUNK], [0u8; 64]);
     let (mut out_open, mut err_open, mut fed, mut timed_out) = (true, true, false, false);
     let mut status: Option<ChildExit> = None;
     let mut drain_until = far;
+    // The client sends nothing more; EOF on its side means it gave up (the
+    // caller's guard then kills the command's group).
+    let (mut client_rd, mut client_wr) = conn.split();
     while !(status.is_some() && !out_open && !err_open) {
         tokio::select! {
             _ = &mut feed, if !fed => fed = true,
+            r = client_rd.read(&mut probe) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"));
+                }
+            }
             r = stdout.read(&mut ob), if out_open => match r {
-                Ok(n) if n > 0 => protocol::write_frame(conn, Kind::Stdout, &ob[..n]).await?,
+                Ok(n) if n > 0 => protocol::write_frame(&mut client_wr, Kind::Stdout, &ob[..n]).await?,
                 _ => out_open = false,
             },
             r = stderr.read(&mut eb), if err_open => match r {
-                Ok(n) if n > 0 => protocol::write_frame(conn, Kind::Stderr, &eb[..n]).await?,
+                Ok(n) if n > 0 => protocol::write_frame(&mut client_wr, Kind::Stderr, &eb[..n]).await?,
                 _ => err_open = false,
             },
             s = &mut exited, if status.is_none() => {
