@@ -15,7 +15,10 @@ use crate::name::validate_name;
 
 /// Where templates live when nothing else is said (relative to the working dir,
 /// beside the server's `corral-data`).
-pub const DEFAULT_TEMPLATES_DIR: &str = "corral-data/templates";
+/// Under the native runtime's directory: sandbox users (unprivileged host
+/// uids) must be able to traverse the path to a template's layers, which a
+/// home directory would not allow.
+pub const DEFAULT_TEMPLATES_DIR: &str = "/var/lib/corral/templates";
 
 const BUILDING: &str = ".building";
 const LOCKS: &str = ".locks";

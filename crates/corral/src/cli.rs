@@ -107,7 +107,8 @@ pub struct HostArgs {
     /// users must be able to traverse it, so it is not under a home directory.
     #[arg(long, env = "CORRAL_RUNTIME_DIR", default_value = "/var/lib/corral")]
     pub runtime_dir: PathBuf,
-    /// Native driver: built and imported templates (`DIR/NAME/rootfs`).
+    /// Native driver: built and imported templates (default RUNTIME_DIR/templates,
+    /// where `corral template build` and `import` put them by default).
     #[arg(long, env = "CORRAL_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
     /// Native driver: the parent cgroup of all sandbox cgroups.

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use corral_core::SandboxSpec;
-use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, Template};
+use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, SandboxConfig, Template};
 
 use super::{BoxFuture, Discovered, Driver, DriverError, ExecChunk, ExecChunks, ExecOutput, ExecSpec, Exit, Started};
 
@@ -21,7 +21,8 @@ pub struct NativeConfig {
     /// cache. Sandbox users must be able to traverse it, so it lives outside
     /// home directories by default.
     pub runtime_dir: PathBuf,
-    /// Where built and imported templates live (`<dir>/<name>/rootfs`).
+    /// Where built and imported templates live (see `corral-template`);
+    /// default `<runtime_dir>/templates`.
     pub templates_dir: Option<PathBuf>,
     /// The parent cgroup of every sandbox cgroup.
     pub cgroup_parent: String,
@@ -88,7 +89,7 @@ impl NativeDriver {
         std::fs::set_permissions(&config.runtime_dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| DriverError::io(format!("chmod {}", config.runtime_dir.display()), e))?;
         check_traversable(&config.runtime_dir)?;
-        let cache = config.runtime_dir.join("templates");
+        let cache = config.runtime_dir.join("cache");
         let base = tokio::task::spawn_blocking(move || corral_runtime::base_template(&cache))
             .await
             .map_err(|e| DriverError::io("build base template", std::io::Error::other(e)))?
@@ -100,19 +101,26 @@ impl NativeDriver {
         Ok(NativeDriver { rt, base, config })
     }
 
-    /// The template a spec names: `base`, or a built/imported one on this host.
-    fn template(&self, name: &str) -> Result<Template, DriverError> {
+    fn templates_dir(&self) -> PathBuf {
+        self.config.templates_dir.clone().unwrap_or_else(|| self.config.runtime_dir.join("templates"))
+    }
+
+    /// The sandbox config for a spec's template: `base`, or a ready built or
+    /// imported one on this host, with the image's env and working directory.
+    fn sandbox_config(&self, id: &str, name: &str) -> Result<SandboxConfig, DriverError> {
         if name == self.base.name {
-            return Ok(self.base.clone());
+            return Ok(self.base.sandbox_config(id));
         }
-        let rootfs = self
-            .config
-            .templates_dir
-            .as_ref()
-            .map(|d| d.join(name).join("rootfs"))
-            .filter(|p| p.is_dir())
-            .ok_or_else(|| DriverError::InvalidArgument(format!("template {name:?} is not on this host")))?;
-        Ok(Template { name: name.to_string(), layers: vec![rootfs], binds: Vec::new() })
+        let missing = || DriverError::InvalidArgument(format!("template {name:?} is not ready on this host"));
+        let store = corral_template::TemplateStore::open(self.templates_dir()).map_err(|_| missing())?;
+        let t = store.get(name).ok().filter(|t| t.is_ready()).ok_or_else(missing)?;
+        let image = Template { name: name.to_string(), layers: vec![t.rootfs()], binds: Vec::new() };
+        let mut cfg = image.sandbox_config(id);
+        cfg.env = t.meta.config.env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+        if let Some(cwd) = t.meta.config.cwd.filter(|c| c.starts_with('/')) {
+            cfg.workdir = cwd;
+        }
+        Ok(cfg)
     }
 
     fn exit_watch(&self, id: &str) -> Started {
@@ -156,12 +164,13 @@ impl Driver for NativeDriver {
 
     fn start<'a>(&'a self, id: &'a str, spec: &'a SandboxSpec) -> BoxFuture<'a, Result<Started, DriverError>> {
         Box::pin(async move {
-            let mut cfg = self.template(&spec.template)?.sandbox_config(id);
+            let mut cfg = self.sandbox_config(id, &spec.template)?;
             cfg.cpu_millis = spec.cpu_millis;
             cfg.memory_mb = spec.memory_mb;
             cfg.pids_max = self.config.pids_max;
             cfg.disk_mb = self.config.disk_mb;
-            cfg.env = spec.env.clone();
+            // The request's env wins over the image's.
+            cfg.env.extend(spec.env.clone());
             self.rt.create(cfg).await.map_err(driver_error)?;
             Ok(self.exit_watch(id))
         })
@@ -278,17 +287,9 @@ impl Driver for NativeDriver {
 }
 
 /// Templates this host can run: `base` plus every ready one in `templates_dir`.
-pub fn local_templates(templates_dir: Option<&Path>) -> Vec<String> {
+pub fn local_templates(templates_dir: &Path) -> Vec<String> {
     let mut names = vec!["base".to_string()];
-    let Some(dir) = templates_dir else { return names };
-    let Ok(entries) = std::fs::read_dir(dir) else { return names };
-    let mut extra: Vec<String> = entries
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(name, path)| !name.starts_with('.') && name != "base" && path.join("rootfs").is_dir())
-        .map(|(name, _)| name)
-        .collect();
-    extra.sort();
-    names.extend(extra);
+    let ready = corral_template::TemplateStore::open(templates_dir).and_then(|s| s.list()).unwrap_or_default();
+    names.extend(ready.into_iter().filter(|t| t.is_ready() && t.meta.name != "base").map(|t| t.meta.name));
     names
 }

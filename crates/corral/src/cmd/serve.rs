@@ -41,9 +41,14 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> Datapl
     }
     c.stop_sandboxes_on_shutdown = h.stop_sandboxes_on_exit;
     if h.driver == DriverKind::Native {
-        c.templates = corral_dataplane::local_templates(h.templates_dir.as_deref());
+        c.templates = corral_dataplane::local_templates(&templates_dir(h));
     }
     c
+}
+
+/// Where the native driver finds templates: the flag, else `<runtime-dir>/templates`.
+fn templates_dir(h: &HostArgs) -> std::path::PathBuf {
+    h.templates_dir.clone().unwrap_or_else(|| h.runtime_dir.join("templates"))
 }
 
 /// Builds the driver the flags ask for.
@@ -52,7 +57,7 @@ async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>
         DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
         DriverKind::Native => {
             let config = NativeConfig {
-                templates_dir: h.templates_dir.clone(),
+                templates_dir: Some(templates_dir(h)),
                 cgroup_parent: h.cgroup_parent.clone(),
                 disk_mb: h.disk_mb,
                 pids_max: h.pids_max,

@@ -174,6 +174,8 @@ impl Cluster {
                 self.runtime_dir().display().to_string(),
                 "--cgroup-parent".into(),
                 self.cgroup_parent(),
+                "--templates-dir".into(),
+                self.templates_dir().display().to_string(),
             ],
         }
     }
@@ -197,9 +199,23 @@ impl Cluster {
 
     pub async fn up_with(driver: Driver) -> Cluster {
         let mut c = Cluster::new(driver);
-        c.spawn_up();
-        c.wait_ready().await;
+        c.start_up().await;
         c
+    }
+
+    /// A cluster that is not started yet (to prepare templates first).
+    pub fn prepare(driver: Driver) -> Cluster {
+        Cluster::new(driver)
+    }
+
+    pub async fn start_up(&mut self) {
+        self.spawn_up();
+        self.wait_ready().await;
+    }
+
+    /// Where this cluster's native dataplane finds templates.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.dir.path().join("templates")
     }
 
     /// Starts `corral up` again on the same dirs and ports (after a kill).
