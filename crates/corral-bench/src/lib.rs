@@ -22,6 +22,7 @@ pub mod record;
 pub mod report;
 pub mod run;
 pub mod sample;
+pub mod sim;
 pub mod stats;
 pub mod svg;
 

@@ -85,6 +85,7 @@ pub async fn run(
     }
     let expect = Regex::new(&cfg.expect).map_err(|e| BenchError::Config(format!("--expect: {e}")))?;
     provider.prepare().await?;
+    raise_fd_limit();
     let count = cfg.mode.count();
     let schedule = cfg.mode.schedule();
     let release = Instant::now() + RELEASE_DELAY;
@@ -250,4 +251,17 @@ async fn destroy_all(shared: &Arc<Shared>) {
         }
     });
     futures::future::join_all(destroys).await;
+}
+
+/// Local providers hold three pipes per live sandbox and REST ones a socket:
+/// lift the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }

@@ -102,53 +102,77 @@ pub fn listeners_of_port(port: u16) -> Vec<i32> {
     pids
 }
 
-/// Samples a fixed set of processes every second until dropped.
+/// Samples a fixed set of processes every second, and once more at the end
+/// (so even a sub-second run has a sample of each).
 pub struct Sampler {
-    samples: Arc<Mutex<Vec<Sample>>>,
+    state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    origin: Instant,
+    tps: f64,
+    /// (role, pid, time and CPU ticks of the previous sample).
+    targets: Vec<(String, i32, Instant, Option<u64>)>,
+    samples: Vec<Sample>,
+}
+
+impl State {
+    fn sample_all(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.targets.len() {
+            let (role, pid, last_t, last_ticks) = self.targets[i].clone();
+            let ticks = cpu_ticks(pid);
+            let secs = now.duration_since(last_t).as_secs_f64();
+            let cpu_pct = match (ticks, last_ticks) {
+                (Some(a), Some(b)) if secs > 0.0 => a.saturating_sub(b) as f64 / self.tps / secs * 100.0,
+                _ => 0.0,
+            };
+            self.targets[i].2 = now;
+            self.targets[i].3 = ticks;
+            let Some(rss) = rss_bytes(pid) else { continue };
+            let (fds, sockets) = fds(pid).unwrap_or((0, 0));
+            self.samples.push(Sample {
+                t_ms: now.duration_since(self.origin).as_secs_f64() * 1000.0,
+                role,
+                pid,
+                cpu_pct,
+                rss_mb: rss as f64 / (1 << 20) as f64,
+                fds,
+                sockets,
+            });
+        }
+    }
 }
 
 impl Sampler {
     pub fn start(mut targets: Vec<(String, i32)>, origin: Instant, every: Duration) -> Sampler {
         targets.insert(0, ("client".into(), std::process::id() as i32));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let out = samples.clone();
+        let now = Instant::now();
+        let state = Arc::new(Mutex::new(State {
+            origin,
+            tps: ticks_per_s(),
+            targets: targets.into_iter().map(|(r, p)| (r, p, now, cpu_ticks(p))).collect(),
+            samples: Vec::new(),
+        }));
+        let st = state.clone();
         let task = tokio::spawn(async move {
-            let tps = ticks_per_s();
-            let mut last: Vec<(Instant, Option<u64>)> = targets.iter().map(|t| (Instant::now(), cpu_ticks(t.1))).collect();
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                for (i, (role, pid)) in targets.iter().enumerate() {
-                    let now = Instant::now();
-                    let ticks = cpu_ticks(*pid);
-                    let cpu_pct = match (ticks, last[i].1) {
-                        (Some(a), Some(b)) => (a.saturating_sub(b)) as f64 / tps / now.duration_since(last[i].0).as_secs_f64() * 100.0,
-                        _ => 0.0,
-                    };
-                    last[i] = (now, ticks);
-                    let Some(rss) = rss_bytes(*pid) else { continue };
-                    let (fds, sockets) = fds(*pid).unwrap_or((0, 0));
-                    out.lock().push(Sample {
-                        t_ms: now.duration_since(origin).as_secs_f64() * 1000.0,
-                        role: role.clone(),
-                        pid: *pid,
-                        cpu_pct,
-                        rss_mb: rss as f64 / (1 << 20) as f64,
-                        fds,
-                        sockets,
-                    });
-                }
+                st.lock().sample_all();
             }
         });
-        Sampler { samples, task }
+        Sampler { state, task }
     }
 
-    /// Stops sampling and returns what was collected.
+    /// Takes a last sample, stops, and returns everything collected.
     pub fn finish(self) -> Vec<Sample> {
         self.task.abort();
-        std::mem::take(&mut *self.samples.lock())
+        let mut st = self.state.lock();
+        st.sample_all();
+        std::mem::take(&mut st.samples)
     }
 }
 

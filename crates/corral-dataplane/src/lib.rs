@@ -30,6 +30,7 @@ pub mod driver;
 mod error;
 mod events;
 mod heartbeat;
+pub mod latency;
 mod link;
 mod poll;
 mod record;

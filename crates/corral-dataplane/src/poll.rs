@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::apply::{plan_commands, plan_full_sync, Cmd};
 use crate::backoff::Backoff;
 use crate::cursor::Cursor;
+use crate::latency::ReceivedLatency;
 use crate::link::Link;
 use crate::record::spec_from_proto;
 use crate::runtime::Runtime;
@@ -23,6 +24,8 @@ const POLL_SLACK: Duration = Duration::from_secs(30);
 /// Polls until a fatal (storage) error. Any RPC error backs off and registers again.
 pub async fn poll_loop(link: Arc<Link>, rt: Arc<Runtime>) -> Result<(), DataplaneError> {
     let mut backoff = Backoff::default();
+    let latency = ReceivedLatency::open(&link.config.data_dir);
+    let _flush = latency.flusher();
     loop {
         let cursor = link.cursor();
         let req = PollRequest {
@@ -39,7 +42,11 @@ pub async fn poll_loop(link: Arc<Link>, rt: Arc<Runtime>) -> Result<(), Dataplan
             Ok(resp) => {
                 backoff.reset();
                 match resp.into_inner().result {
-                    Some(poll_response::Result::Batch(b)) => apply_batch(&link, &rt, b).await?,
+                    Some(poll_response::Result::Batch(b)) => {
+                        let decided = b.commands.iter().map(|c| c.decided_at_us);
+                        latency.record(decided, corral_core::time::now_us());
+                        apply_batch(&link, &rt, b).await?
+                    }
                     Some(poll_response::Result::FullSync(fs)) => {
                         apply_full_sync(&link, &rt, fs).await?
                     }

@@ -126,6 +126,9 @@ pub struct HostArgs {
 pub enum DriverKind {
     Native,
     Process,
+    /// Hollow hosts that start no process (control-plane scale tests; see
+    /// `corral dataplane --hosts`).
+    Sim,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -146,6 +149,13 @@ pub struct DataplaneArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub host: HostArgs,
+    /// `--driver sim`: how many simulated hosts this process runs (ids
+    /// `sim-0`…, data dirs `DATA_DIR/sim-N`).
+    #[arg(long, default_value_t = 1)]
+    pub hosts: usize,
+    /// `--driver sim`: how long a simulated start takes, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub sim_start_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

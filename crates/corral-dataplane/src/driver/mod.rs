@@ -18,6 +18,7 @@ pub mod paths;
 pub mod native;
 pub mod process;
 pub mod procfs;
+pub mod sim;
 
 /// A boxed future, so the trait stays object safe (`Arc<dyn Driver>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

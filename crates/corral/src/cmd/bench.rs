@@ -59,6 +59,10 @@ pub enum BenchCommand {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Control plane at fleet scale: a server plus `--hosts` simulated hosts
+    /// (started from this binary on loopback), a create burst, then `--live`
+    /// sandboxes kept alive while the server is sampled.
+    Sim(SimArgs),
     /// Merge shard result folders into one folder shaped like a single run.
     Merge {
         #[arg(required = true)]
@@ -66,6 +70,33 @@ pub enum BenchCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub hosts: usize,
+    /// Single creates fired at once (from `--clients` concurrent clients).
+    #[arg(long, default_value_t = 10_000)]
+    pub burst: usize,
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// Sandboxes alive while the server is sampled.
+    #[arg(long, default_value_t = 100_000)]
+    pub live: usize,
+    /// How long a simulated start takes.
+    #[arg(long, default_value_t = 0)]
+    pub sim_start_ms: u64,
+    /// Seconds to sample the server once `--live` sandboxes run.
+    #[arg(long, default_value_t = 10)]
+    pub sample_s: u64,
+    /// Where the server and the hosts keep their data (default: a fresh
+    /// folder under /var/tmp, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Results folder (default: bench-results/<timestamp>-sim-<hosts>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -107,6 +138,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Staggered { count, batch, every_ms, run } => (Mode::Staggered { count, batch, every_ms }, run),
         BenchCommand::Rate { per_second, duration_s, run } => (Mode::Rate { per_second, duration_s }, run),
         BenchCommand::Compare { providers, count, run } => return compare(&providers, count, run).await,
+        BenchCommand::Sim(a) => return sim(a).await,
         BenchCommand::Merge { dirs, out } => {
             let meta = report::merge(&dirs, &out)?;
             print!("{}", report::summary_table(&meta, &out));
@@ -179,5 +211,36 @@ async fn compare(providers: &[String], count: usize, a: RunArgs) -> anyhow::Resu
     let table = report::compare_table(&metas);
     report::write_text(&root.join("compare.txt"), &table)?;
     print!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral bench sim`: runs the simulated fleet and writes `sim.json`.
+async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
+    let temp = a.data_dir.is_none();
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("/var/tmp/corral-bench-sim-{}", std::process::id())));
+    let out = a.out.clone().unwrap_or_else(|| report::default_out("sim", &a.hosts.to_string()));
+    let cfg = corral_bench::sim::SimConfig {
+        binary: std::env::current_exe().context("finding the corral binary")?,
+        hosts: a.hosts,
+        burst: a.burst,
+        clients: a.clients,
+        live: a.live,
+        start_delay_ms: a.sim_start_ms,
+        sample_s: a.sample_s,
+        data_dir: data_dir.clone(),
+    };
+    eprintln!("corral bench sim: {} hosts, data in {} → {}", a.hosts, data_dir.display(), out.display());
+    let result = tokio::select! {
+        r = corral_bench::sim::run(&cfg) => r,
+        _ = super::shutdown_signal() => Err(corral_bench::BenchError::Config("interrupted".into())),
+    };
+    if temp {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    let result = result?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let json = serde_json::json!({ "config": cfg, "machine": report::Machine::detect(), "result": result });
+    report::write_text(&out.join("sim.json"), &serde_json::to_string_pretty(&json)?)?;
+    print!("{}", corral_bench::sim::table(&cfg, &result));
     Ok(ExitCode::SUCCESS)
 }

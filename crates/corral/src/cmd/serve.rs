@@ -55,6 +55,7 @@ fn templates_dir(h: &HostArgs) -> std::path::PathBuf {
 async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>> {
     Ok(match h.driver {
         DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
+        DriverKind::Sim => Arc::new(corral_dataplane::driver::sim::SimDriver::new(std::time::Duration::ZERO)),
         DriverKind::Native => {
             let config = NativeConfig {
                 templates_dir: Some(templates_dir(h)),
@@ -100,6 +101,13 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     let config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
+    if a.host.driver == DriverKind::Sim {
+        let delay = std::time::Duration::from_millis(a.sim_start_ms);
+        corral_dataplane::driver::sim::run_hosts(config, a.hosts, delay, super::shutdown_signal())
+            .await
+            .context("simulated hosts")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     run_dataplane(config, a.host.clone(), super::shutdown_signal()).await?;
     tracing::info!("dataplane stopped");
     Ok(ExitCode::SUCCESS)
@@ -120,6 +128,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let isolation = match a.host.driver {
         DriverKind::Native => "native isolation",
         DriverKind::Process => "process driver: NO isolation, for development",
+        DriverKind::Sim => "simulated: starts no process",
     };
     eprintln!(
         "corral is up in {:.0?}: API {api_url}, a dataplane on this host ({isolation})\n\
