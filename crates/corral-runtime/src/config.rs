@@ -27,6 +27,10 @@ pub struct RuntimeConfig {
     pub spawner_exe: Option<PathBuf>,
     /// How long `create` waits for the init to answer before giving up.
     pub start_timeout: Duration,
+    /// Creates allowed to run their CPU-heavy part at once; later ones wait
+    /// in arrival order (with everything started at once, processor sharing
+    /// would make every start of a burst finish near the end). 0 = no limit.
+    pub max_parallel_starts: usize,
 }
 
 impl RuntimeConfig {
@@ -39,6 +43,7 @@ impl RuntimeConfig {
             id_slots: 16_384,
             spawner_exe: None,
             start_timeout: Duration::from_secs(20),
+            max_parallel_starts: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }

@@ -56,6 +56,8 @@ struct Inner {
     spawner: tokio::sync::RwLock<Arc<SpawnerClient>>,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     slots: Mutex<SlotAllocator>,
+    /// Admission of creates, FIFO (see [`RuntimeConfig::max_parallel_starts`]).
+    starts: Option<tokio::sync::Semaphore>,
 }
 
 /// The native sandbox runtime of one host. Cheap to clone.
@@ -82,9 +84,9 @@ impl Runtime {
         let layout = Layout::detect(&cfg.cgroup_parent)?;
         let slots = SlotAllocator::new(cfg.id_base, cfg.id_slots)?;
         let spawner = tokio::sync::RwLock::new(Arc::new(SpawnerClient::start(&cfg).await?));
-        let rt = Runtime {
-            inner: Arc::new(Inner { cfg, layout, spawner, sandboxes: Mutex::new(HashMap::new()), slots: Mutex::new(slots) }),
-        };
+        let starts = (cfg.max_parallel_starts > 0).then(|| tokio::sync::Semaphore::new(cfg.max_parallel_starts));
+        let inner = Inner { cfg, layout, spawner, sandboxes: Mutex::new(HashMap::new()), slots: Mutex::new(slots), starts };
+        let rt = Runtime { inner: Arc::new(inner) };
         rt.adopt_all();
         Ok(rt)
     }
@@ -125,6 +127,10 @@ impl Runtime {
     pub async fn create(&self, cfg: SandboxConfig) -> Result<SandboxInfo> {
         let started = Instant::now();
         validate(&cfg)?;
+        let _admitted = match &self.inner.starts {
+            Some(s) => Some(s.acquire().await.map_err(|e| RuntimeError::Spawner(e.to_string()))?),
+            None => None,
+        };
         let slot = {
             let map = lock(&self.inner.sandboxes);
             if map.contains_key(&cfg.id) {
