@@ -41,6 +41,7 @@ pub async fn heartbeat_loop(link: Arc<Link>, rt: Arc<Runtime>) {
                 memory_used_mb,
                 sandboxes: rt.alive_count(),
             }),
+            pools: Vec::new(),
         };
         match link.client.clone().heartbeat(req).await {
             Ok(resp) => {

@@ -136,6 +136,8 @@ async fn apply_full_sync(
 
 fn to_cmd(kind: &Option<command::Kind>) -> Option<Cmd> {
     match kind.as_ref()? {
+        // Pool settings are not sandbox commands; the cursor still moves past them.
+        command::Kind::SetPool(_) => None,
         command::Kind::Add(a) => Some(Cmd::Add {
             id: a.sandbox_id.clone(),
             spec: spec_from_proto(a.spec.clone()),

@@ -211,6 +211,7 @@ pub fn full_sync(epoch: u64, seq: u64, ids: &[&str]) -> PollResponse {
             seq,
             sandboxes,
             reason: "epoch_mismatch".into(),
+            pools: Vec::new(),
         })),
     }
 }

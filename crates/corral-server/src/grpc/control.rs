@@ -67,7 +67,13 @@ impl ControlService {
                 self.controller.submit(move |tx, f| decide::full_sync_sent(tx, f, &host, &stopping));
                 m::record_full_sync(reason.as_str());
                 tracing::info!(host = %req.host_id, reason = reason.as_str(), "full sync");
-                let fs = pb::FullSync { epoch: h.epoch, seq: h.last_seq, sandboxes, reason: reason.as_str().into() };
+                let fs = pb::FullSync {
+                    epoch: h.epoch,
+                    seq: h.last_seq,
+                    sandboxes,
+                    reason: reason.as_str().into(),
+                    pools: Vec::new(),
+                };
                 Ok(PollStep::Reply(pb::PollResponse { result: Some(pb::poll_response::Result::FullSync(fs)) }))
             }
             PollVerdict::Resume { ack } => {
