@@ -201,6 +201,15 @@ fn cell(v: Option<f64>) -> String {
     }
 }
 
+/// A duration with its unit; `never` for infinite (not all got there).
+fn dur(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 10_000.0 => format!("{:.1} s", v / 1000.0),
+        Some(v) => format!("{v:.0} ms"),
+        None => "never".into(),
+    }
+}
+
 fn dist_row(out: &mut String, name: &str, d: &Dist) {
     let _ = writeln!(
         out,
@@ -221,7 +230,7 @@ pub fn summary_table(meta: &Meta, out_dir: &Path) -> String {
     dist_row(&mut out, "TTI", &s.tti_ms.successes);
     dist_row(&mut out, "TTI, all attempts", &s.tti_ms.all_attempts);
     let r = &s.ready_after;
-    let _ = writeln!(out, "  ready after: 50% {} ms, 90% {} ms, 99% {} ms, 100% {} ms", cell(r.p50_ms), cell(r.p90_ms), cell(r.p99_ms), cell(r.p100_ms));
+    let _ = writeln!(out, "  ready after: 50% {}, 90% {}, 99% {}, 100% {}", dur(r.p50_ms), dur(r.p90_ms), dur(r.p99_ms), dur(r.p100_ms));
     let _ = writeln!(out, "  peak live sandboxes: {} at {:.1} s; run took {:.2} s", s.timeline.peak, s.timeline.peak_at_ms / 1000.0, s.duration_ms / 1000.0);
     if !s.errors.is_empty() {
         let e: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -250,7 +259,7 @@ pub fn compare_table(runs: &[Meta]) -> String {
         let _ = writeln!(
             out,
             "{:<10} {:>9} {:>9} {:>11} {:>8}   {} {} {}",
-            m.provider, cell(s.tti_ms.all_attempts.p50), cell(s.tti_ms.all_attempts.p99), cell(s.ready_after.p100_ms), format!("{ok}/{}", s.attempts),
+            m.provider, dur(s.tti_ms.all_attempts.p50), dur(s.tti_ms.all_attempts.p99), dur(s.ready_after.p100_ms), format!("{ok}/{}", s.attempts),
             ratio(s.tti_ms.all_attempts.p50, bp50), ratio(s.tti_ms.all_attempts.p99, bp99), ratio(s.ready_after.p100_ms, ball)
         );
     }

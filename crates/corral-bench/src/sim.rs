@@ -35,6 +35,10 @@ pub struct SimConfig {
     /// How long to sample the server with `live` sandboxes.
     pub sample_s: u64,
     pub data_dir: PathBuf,
+    /// Where the simulated hosts keep their state. Real hosts fsync on their
+    /// own disks; putting the simulated ones on tmpfs keeps a thousand host
+    /// fsyncs from queueing behind (and in front of) the server's on one disk.
+    pub hosts_data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -115,7 +119,7 @@ pub async fn run(cfg: &SimConfig) -> Result<SimResult, BenchError> {
     let hosts_args: Vec<String> = vec![
         "dataplane".into(), "--driver".into(), "sim".into(), "--hosts".into(), cfg.hosts.to_string(),
         "--sim-start-ms".into(), cfg.start_delay_ms.to_string(), "--server".into(), format!("http://127.0.0.1:{grpc}"),
-        "--data-dir".into(), d("hosts"),
+        "--data-dir".into(), cfg.hosts_data_dir.display().to_string(),
     ];
     let client = Client::new(&format!("http://127.0.0.1:{api}"), None).map_err(|e| BenchError::Config(e.to_string()))?;
     let began = Instant::now();
@@ -197,7 +201,7 @@ async fn received(cfg: &SimConfig, r: &mut SimResult) -> u64 {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut all = crate::hdr::new_histogram();
     for i in 0..cfg.hosts {
-        let p = cfg.data_dir.join("hosts").join(format!("sim-{i}")).join("received_latency.hdr");
+        let p = cfg.hosts_data_dir.join(format!("sim-{i}")).join("received_latency.hdr");
         if let Ok(h) = crate::hdr::load(&p) {
             let _ = all.add(&h);
         }
@@ -235,7 +239,7 @@ async fn fill(client: &Client, cfg: &SimConfig, r: &mut SimResult) -> Result<(),
 pub fn table(cfg: &SimConfig, r: &SimResult) -> String {
     let drained = r.outbox_drained_after_ms.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "not within 300 s".into());
     format!(
-        "simulated fleet: {} hosts (start delay {} ms), {} cores\n\
+        "simulated fleet: {} hosts (start delay {} ms, state in {}), {} cores\n\
          \x20 hosts registered after         {:.1} s\n\
          \x20 creates accepted               {:.0}/s  ({} creates, {} clients, {:.2} s, {} failed)\n\
          \x20 outbox drained after           {drained} (from burst start)\n\
@@ -243,7 +247,7 @@ pub fn table(cfg: &SimConfig, r: &SimResult) -> String {
          \x20 live sandboxes                 {} (filled in {:.1} s)\n\
          \x20 server with them               RSS {:.0} MB, CPU {:.1}% of a core (mean over {} s)\n\
          \x20 {} sim hosts (one process)   RSS {:.0} MB, CPU {:.1}%\n",
-        cfg.hosts, cfg.start_delay_ms, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cfg.hosts, cfg.start_delay_ms, cfg.hosts_data_dir.display(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         r.hosts_ready_after_ms / 1000.0, r.creates_accepted_per_s, cfg.burst, cfg.clients, r.burst_accept_ms / 1000.0, r.burst_failed,
         r.received_p50_ms, r.received_p99_ms, r.received_max_ms, r.received_count,
         r.live_reached, r.fill_ms / 1000.0, r.server_rss_mb, r.server_cpu_pct, cfg.sample_s,

@@ -94,6 +94,11 @@ pub struct SimArgs {
     /// folder under /var/tmp, removed afterwards).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where the simulated hosts keep their state (default: a fresh folder
+    /// on tmpfs, /dev/shm, removed afterwards: real hosts fsync on their own
+    /// disks, not on the server's).
+    #[arg(long)]
+    pub hosts_data_dir: Option<PathBuf>,
     /// Results folder (default: bench-results/<timestamp>-sim-<hosts>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -218,6 +223,12 @@ async fn compare(providers: &[String], count: usize, a: RunArgs) -> anyhow::Resu
 async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
     let temp = a.data_dir.is_none();
     let data_dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("/var/tmp/corral-bench-sim-{}", std::process::id())));
+    let temp_hosts = a.hosts_data_dir.is_none();
+    let hosts_data_dir = a.hosts_data_dir.clone().unwrap_or_else(|| {
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm.to_path_buf() } else { data_dir.clone() };
+        base.join(format!("corral-bench-sim-hosts-{}", std::process::id()))
+    });
     let out = a.out.clone().unwrap_or_else(|| report::default_out("sim", &a.hosts.to_string()));
     let cfg = corral_bench::sim::SimConfig {
         binary: std::env::current_exe().context("finding the corral binary")?,
@@ -228,6 +239,7 @@ async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
         start_delay_ms: a.sim_start_ms,
         sample_s: a.sample_s,
         data_dir: data_dir.clone(),
+        hosts_data_dir: hosts_data_dir.clone(),
     };
     eprintln!("corral bench sim: {} hosts, data in {} → {}", a.hosts, data_dir.display(), out.display());
     let result = tokio::select! {
@@ -236,6 +248,9 @@ async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
     };
     if temp {
         let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    if temp_hosts {
+        let _ = std::fs::remove_dir_all(&hosts_data_dir);
     }
     let result = result?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
