@@ -40,7 +40,7 @@ fn io_ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T, 
 
 /// Builds the whole root and pivots into it. Runs as the sandbox root with
 /// all capabilities of the sandbox's user namespace.
-pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
+pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut crate::init::Phases) -> Result<(), String> {
     ctx(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>), || {
         "make / private".into()
     })?;
@@ -48,12 +48,17 @@ pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), S
     for b in &cfg.binds {
         bind(b, &root)?;
     }
+    phases.mark("overlay, binds");
     mount_proc(&root.join("proc"))?;
+    phases.mark("proc");
     mount_dev(&root.join("dev"), cfg.disk_mb)?;
     let tmp_opts = format!("mode=1777,size={}m", cfg.disk_mb.max(1));
     mount_fs("tmpfs", &root.join("tmp"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&tmp_opts))?;
     mount_sys(&root.join("sys"));
-    pivot(&root)
+    phases.mark("dev, tmp, sys");
+    pivot(&root)?;
+    phases.mark("pivot_root");
+    Ok(())
 }
 
 /// tmpfs + overlay. Returns the merged root. `layers` are the spawner's

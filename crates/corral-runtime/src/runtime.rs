@@ -122,8 +122,9 @@ impl Runtime {
     /// Steps (host side, then the spawner, then the init itself): state dir →
     /// cgroup with limits → clone into namespaces, id maps, cgroup join →
     /// rootfs, /proc, /dev, pivot_root, loopback, caps, seccomp → ready.
-    /// A warm pool would run all of it ahead of time except the tenant
-    /// binding (hostname, limits, env), which a claim request would apply.
+    /// A warm pool (see corral-dataplane) runs all of it ahead of time; its
+    /// claim then binds the tenant with [`Runtime::update_limits`] and
+    /// [`Runtime::set_hostname`] (env is layered into each exec by the caller).
     pub async fn create(&self, cfg: SandboxConfig) -> Result<SandboxInfo> {
         let started = Instant::now();
         validate(&cfg)?;
@@ -277,6 +278,49 @@ impl Runtime {
     /// Limits as the cgroup files say now.
     pub fn limits(&self, id: &str) -> Result<AppliedLimits> {
         self.entry(id)?.cgroup.read_limits()
+    }
+
+    /// Changes the cpu and memory limits of a live sandbox (0 = unlimited),
+    /// on v1 and v2 alike; the task limit stays as created. A warm-pool claim
+    /// applies the request's limits this way.
+    pub fn update_limits(&self, id: &str, cpu_millis: u32, memory_mb: u32) -> Result<()> {
+        self.live_entry(id)?.cgroup.apply_cpu_memory(cpu_millis, memory_mb)
+    }
+
+    /// Sets the hostname inside a live sandbox. Done from the host: a
+    /// short-lived thread joins the sandbox's UTS namespace (host root owns
+    /// the sandbox's user namespace, so it may) and calls `sethostname`; the
+    /// init keeps no capability for it. A warm-pool claim binds the sandbox
+    /// id as hostname this way. Blocks for one thread spawn (~0.1 ms).
+    pub fn set_hostname(&self, id: &str, name: &str) -> Result<()> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(RuntimeError::InvalidArgument(format!("bad hostname {name:?}")));
+        }
+        let e = self.live_entry(id)?;
+        let ns = std::fs::File::open(format!("/proc/{}/ns/uts", e.pid))
+            .map_err(|err| RuntimeError::io(format!("open uts namespace of {id}"), err))?;
+        // The pid could have been reused between the lookup and the open.
+        if state::process_start_time(e.pid) != Some(e.start_time) {
+            return Err(RuntimeError::NotFound(format!("{id} (ended)")));
+        }
+        let name = name.to_string();
+        let joined = std::thread::spawn(move || -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns/sethostname on an fd and a buffer we own; only
+            // this thread changes namespace, and it exits right after.
+            unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| RuntimeError::Spawner("hostname thread panicked".into()))?;
+        joined.map_err(|err| RuntimeError::io(format!("set hostname of {id}"), err))
     }
 
     /// Live cgroup counters.

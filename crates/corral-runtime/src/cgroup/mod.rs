@@ -232,17 +232,23 @@ impl Cgroup {
 
     /// Writes the limits (can be called again to change them, e.g. on a warm-pool claim).
     pub fn apply(&self, l: Limits) -> Result<()> {
-        let mem = (l.memory_mb > 0).then(|| u64::from(l.memory_mb) << 20);
         let pids = (l.pids_max > 0).then_some(u64::from(l.pids_max));
-        let quota = (l.cpu_millis > 0).then(|| (u64::from(l.cpu_millis) * CPU_PERIOD_US / 1000).max(1000));
-        match &self.memory {
-            Some(Place::V1(d)) => v1::set_memory(d, mem)?,
-            Some(Place::V2(d)) => v2::set_memory(d, mem)?,
-            None => {}
-        }
         match &self.pids {
             Some(Place::V1(d)) => v1::set_pids(d, pids)?,
             Some(Place::V2(d)) => v2::set_pids(d, pids)?,
+            None => {}
+        }
+        self.apply_cpu_memory(l.cpu_millis, l.memory_mb)
+    }
+
+    /// Writes only the cpu and memory limits (0 = unlimited), leaving the
+    /// task limit as it is: what a warm-pool claim changes.
+    pub fn apply_cpu_memory(&self, cpu_millis: u32, memory_mb: u32) -> Result<()> {
+        let mem = (memory_mb > 0).then(|| u64::from(memory_mb) << 20);
+        let quota = (cpu_millis > 0).then(|| (u64::from(cpu_millis) * CPU_PERIOD_US / 1000).max(1000));
+        match &self.memory {
+            Some(Place::V1(d)) => v1::set_memory(d, mem)?,
+            Some(Place::V2(d)) => v2::set_memory(d, mem)?,
             None => {}
         }
         match &self.cpu {

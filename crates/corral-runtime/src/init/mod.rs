@@ -9,15 +9,19 @@
 //! socket with the error, then exits, so `create` reports why.
 //!
 //! Warm pools: everything up to and including "init ready" depends only on
-//! the template, so a pool can pre-create it. A later *claim* (binding the
-//! tenant's id as hostname, limits, env) would be a new request on this same
-//! socket plus a cgroup limit write on the host; the init would then need to
-//! keep `CAP_SYS_ADMIN` for `sethostname` until claimed. Not built yet.
+//! the template, so a pool pre-creates it. A *claim* needs nothing from the
+//! init: the host writes the cgroup limits (`Runtime::update_limits`), sets
+//! the hostname by joining the UTS namespace from a host thread
+//! (`Runtime::set_hostname`), and the caller layers the tenant's env into
+//! every exec request. The init keeps no extra capability for it.
 
 mod exec;
 mod files;
 mod reaper;
+mod phases;
 mod server;
+
+pub(crate) use self::phases::Phases;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -47,23 +51,6 @@ pub(crate) fn child_main(listen: OwnedFd, release: OwnedFd, cfg: &InitConfig) ->
     server::run(listen, cfg, setup, phases)
 }
 
-/// Durations of the setup phases, reported in the `Pong` reply.
-pub(crate) struct Phases {
-    last: std::time::Instant,
-    done: Vec<(String, u64)>,
-}
-
-impl Phases {
-    fn start() -> Self {
-        Phases { last: std::time::Instant::now(), done: Vec::new() }
-    }
-
-    fn mark(&mut self, name: &str) {
-        let now = std::time::Instant::now();
-        self.done.push((name.to_string(), (now - self.last).as_micros() as u64));
-        self.last = now;
-    }
-}
 
 /// Blocks until the spawner releases us: one byte, plus the id-mapped layer
 /// fds when it could make them. `None` if the spawner hung up instead.
@@ -150,22 +137,23 @@ fn setup(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut Phases) -> Result<
     crate::namespaces::enter_cgroup_ns()?;
     crate::namespaces::set_hostname(&cfg.id)?;
     phases.mark("ids, cgroupns, hostname");
-    crate::mounts::build_root(cfg, layers)?;
-    phases.mark("rootfs");
+    crate::mounts::build_root(cfg, layers, phases)?;
     crate::namespaces::loopback_up()?;
     crate::mounts::enter_workdir(&cfg.workdir)?;
     phases.mark("loopback, workdir");
-    lock_down()?;
-    phases.mark("caps, seccomp");
+    lock_down(phases)?;
     Ok(())
 }
 
 /// Drops what the init no longer needs, then installs the seccomp filter
 /// (after its own mounts, which the filter forbids).
-fn lock_down() -> Result<(), String> {
+fn lock_down(phases: &mut Phases) -> Result<(), String> {
     // Not dumpable: sandboxed processes cannot open /proc/1/{mem,environ,fd/*}.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     crate::caps::restrict_bounding_set()?;
-    crate::seccomp::install()
+    phases.mark("capabilities");
+    crate::seccomp::install()?;
+    phases.mark("seccomp");
+    Ok(())
 }
