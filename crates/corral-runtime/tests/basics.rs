@@ -271,3 +271,17 @@ async fn template_files_belong_to_the_sandbox_root() {
     let passwd = std::fs::read_to_string(f.template.layers[0].join("etc/passwd")).unwrap();
     assert!(!passwd.contains("extra"));
 }
+
+/// What a warm-pool claim does to a ready sandbox: new limits, new hostname.
+#[tokio::test]
+async fn a_claim_rebinds_limits_and_hostname() {
+    let Some(f) = fixture("claim").await else { return };
+    let id = f.create("sb-pooled").await;
+    f.rt.update_limits(&id, 500, 128).unwrap();
+    let l = f.rt.limits(&id).unwrap();
+    assert_eq!((l.memory_bytes, l.cpu_quota), (Some(128 << 20), Some((50_000, 100_000))));
+    assert_eq!(l.pids_max, Some(128), "the task limit stays");
+    f.rt.set_hostname(&id, "tenant-sandbox").unwrap();
+    assert_eq!(f.sh(&id, "hostname").await.stdout, b"tenant-sandbox\n");
+    assert!(f.rt.set_hostname(&id, "").is_err());
+}
