@@ -179,6 +179,10 @@ async fn limits_are_written_and_read_back() {
     assert!(host_view.contains(&format!("{}/sb-limits", f.cfg.cgroup_parent)), "{host_view}");
     let inside = f.sh("sb-limits", "cat /proc/self/cgroup").await;
     assert!(!text(&inside.stdout).contains(&f.cfg.cgroup_parent), "{inside:?}");
+    // The writable layer is a tmpfs of disk_mb (64 MiB here).
+    let out = f.sh("sb-limits", "head -c 80M /dev/zero > /root/big; echo rc=$?; head -c 8M /dev/zero > /root/small && echo small-ok").await;
+    let t = text(&out.stdout) + &text(&out.stderr);
+    assert!(t.contains("No space left") && t.contains("rc=1"), "{out:?}");
 }
 
 #[tokio::test]
