@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use corral_core::api::{
     BatchCreateResponse, CreateSandboxRequest, ErrorBody, ExecRequest, ExecResponse, ExecStreamEvent, HostList,
-    SandboxList,
+    PoolList, SandboxList, SetPoolRequest,
     TemplateList,
 };
+use corral_core::pool::PoolSpec;
 use corral_core::Sandbox;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -156,6 +157,14 @@ impl Client {
 
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.json(self.request(Method::GET, "/v1/hosts")).await
+    }
+
+    pub async fn pools(&self) -> Result<PoolList, ClientError> {
+        self.json(self.request(Method::GET, "/v1/pools")).await
+    }
+
+    pub async fn set_pool(&self, template: &str, req: &SetPoolRequest) -> Result<PoolSpec, ClientError> {
+        self.json(self.request(Method::PUT, &format!("/v1/pools/{template}")).json(req)).await
     }
 
     pub async fn templates(&self) -> Result<TemplateList, ClientError> {

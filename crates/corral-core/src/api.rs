@@ -153,3 +153,48 @@ pub struct ExecExit {
     #[serde(default)]
     pub timed_out: bool,
 }
+
+/// `PUT /v1/pools/{template}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPoolRequest {
+    #[serde(default)]
+    pub min: u32,
+    pub max: u32,
+    #[serde(default)]
+    pub buffer: u32,
+}
+
+/// One template's pool on one host, as last reported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolHostView {
+    pub host: String,
+    pub ready: u32,
+    pub warming: u32,
+    pub allocated: u32,
+    pub target: u32,
+    pub forecast: f64,
+}
+
+/// `GET /v1/pools`: each template's settings and its pools across the fleet.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolView {
+    pub template: String,
+    /// The settings, when the server has any for this template.
+    pub spec: Option<crate::pool::PoolSpec>,
+    /// Ready plus warming plus allocated, over all hosts.
+    pub size: u32,
+    pub ready: u32,
+    pub allocated: u32,
+    pub target: u32,
+    /// allocated / (allocated + ready).
+    pub utilization: f64,
+    /// Claims per second expected next, summed over hosts.
+    pub forecast: f64,
+    pub hosts: Vec<PoolHostView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolList {
+    pub pools: Vec<PoolView>,
+}

@@ -12,12 +12,16 @@ pub enum Command {
     AddSandbox { sandbox_id: String, spec: SandboxSpec },
     /// Stop and remove this sandbox.
     RemoveSandbox { sandbox_id: String, reason: EndReason },
+    /// Keep a warm pool of this template with these bounds.
+    SetPool { pool: crate::pool::PoolSpec },
 }
 
 impl Command {
-    pub fn sandbox_id(&self) -> &str {
+    /// The sandbox the command is about, if any.
+    pub fn sandbox_id(&self) -> Option<&str> {
         match self {
-            Command::AddSandbox { sandbox_id, .. } | Command::RemoveSandbox { sandbox_id, .. } => sandbox_id,
+            Command::AddSandbox { sandbox_id, .. } | Command::RemoveSandbox { sandbox_id, .. } => Some(sandbox_id),
+            Command::SetPool { .. } => None,
         }
     }
 }

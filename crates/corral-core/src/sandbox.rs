@@ -165,6 +165,9 @@ pub struct Sandbox {
     pub ended_at_ms: Option<u64>,
     /// When the TTL ends it; fixed at creation.
     pub expires_at_ms: u64,
+    /// How it started: `warm` (claimed from a pool) or `cold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_path: Option<String>,
 }
 
 impl Sandbox {
@@ -182,6 +185,7 @@ impl Sandbox {
             started_at_ms: None,
             ended_at_ms: None,
             expires_at_ms,
+            start_path: None,
         }
     }
 }

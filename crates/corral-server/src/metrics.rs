@@ -79,3 +79,21 @@ pub fn set_heartbeat_ages(shared: &crate::shared::Shared) {
 fn set_heartbeat_age(host: &str, age: Duration) {
     gauge!("corral_host_heartbeat_age_seconds", "host" => host.to_string()).set(age.as_secs_f64());
 }
+
+/// A host's report on one of its pools.
+pub fn set_pool(host: &str, p: &corral_proto::v1::PoolStatus) {
+    let labels = [("template", p.template.clone()), ("host", host.to_string())];
+    gauge!("corral_pool_ready", &labels).set(f64::from(p.ready));
+    gauge!("corral_pool_target", &labels).set(f64::from(p.target));
+    let used = f64::from(p.allocated + p.ready);
+    gauge!("corral_pool_utilization", &labels).set(if used > 0.0 { f64::from(p.allocated) / used } else { 0.0 });
+    gauge!("corral_pool_forecast_error", &labels).set(p.forecast_error);
+}
+
+/// A sandbox reached `running`: how long it took from the create, by path.
+pub fn record_start(path: &str, seconds: f64) {
+    histogram!("corral_sandbox_start_seconds", "path" => path.to_string()).record(seconds);
+    if path == "cold" {
+        counter!("corral_cold_starts_total").increment(1);
+    }
+}

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::metrics as m;
-use crate::state::decide::Liveness;
+use crate::state::decide::{Liveness, WarmSlots};
 use crate::state::State;
 
 pub struct Shared {
@@ -26,6 +26,10 @@ pub struct Shared {
     /// Callers waiting for a sandbox to run or end.
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Sandbox>>>>,
     pub events: broadcast::Sender<StateEvent>,
+    /// Ready pool sandboxes per host and template, as the scheduler sees them.
+    pub warm: WarmSlots,
+    /// The last pool status each host reported.
+    pub pool_status: RwLock<HashMap<String, Vec<corral_proto::v1::PoolStatus>>>,
 }
 
 /// A sandbox has settled for `?wait=running` once it runs or has ended.
@@ -41,6 +45,8 @@ impl Shared {
             outbox_heads: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             events: broadcast::channel(16_384).0,
+            warm: WarmSlots::default(),
+            pool_status: RwLock::new(HashMap::new()),
         }
     }
 
@@ -89,6 +95,11 @@ impl Shared {
         let mut waiters = self.waiters.lock();
         for w in writes {
             let Write::PutSandbox(sb) = w else { continue };
+            // Only a start report writes a running sandbox.
+            if let (SandboxState::Running, Some(started)) = (sb.state, sb.started_at_ms) {
+                let secs = started.saturating_sub(sb.created_at_ms) as f64 / 1000.0;
+                m::record_start(sb.start_path.as_deref().unwrap_or("cold"), secs);
+            }
             if settled(sb.state) {
                 for tx in waiters.remove(&sb.id).unwrap_or_default() {
                     let _ = tx.send(sb.clone());

@@ -17,6 +17,7 @@ struct Tables {
     sandboxes: BTreeMap<String, Sandbox>,
     hosts: BTreeMap<String, Host>,
     outbox: BTreeMap<(String, u64), OutboxEntry>,
+    pools: BTreeMap<String, corral_core::pool::PoolSpec>,
 }
 
 impl MemoryStore {
@@ -32,6 +33,7 @@ impl Store for MemoryStore {
             sandboxes: t.sandboxes.values().cloned().collect(),
             hosts: t.hosts.values().cloned().collect(),
             outbox: t.outbox.values().cloned().collect(),
+            pools: t.pools.values().cloned().collect(),
         })
     }
 
@@ -56,6 +58,9 @@ impl Store for MemoryStore {
                 }
                 Write::DeleteOutbox { host, through_seq } => {
                     t.outbox.retain(|(h, seq), _| h != host || seq > through_seq);
+                }
+                Write::PutPool(p) => {
+                    t.pools.insert(p.template.clone(), p.clone());
                 }
             }
         }

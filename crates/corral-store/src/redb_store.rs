@@ -15,6 +15,7 @@ use crate::{Snapshot, Store, StoreError, Write};
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 
 pub struct RedbStore {
     db: Database,
@@ -41,6 +42,7 @@ impl RedbStore {
             txn.open_table(SANDBOXES).map_err(io)?;
             txn.open_table(HOSTS).map_err(io)?;
             txn.open_table(OUTBOX).map_err(io)?;
+            txn.open_table(POOLS).map_err(io)?;
         }
         txn.commit().map_err(io)?;
         Ok(RedbStore { db })
@@ -63,6 +65,10 @@ impl Store for RedbStore {
             let (_, v) = row.map_err(io)?;
             snap.outbox.push(decode::<OutboxEntry>("outbox", v.value())?);
         }
+        for row in txn.open_table(POOLS).map_err(io)?.iter().map_err(io)? {
+            let (_, v) = row.map_err(io)?;
+            snap.pools.push(decode("pools", v.value())?);
+        }
         Ok(snap)
     }
 
@@ -72,6 +78,7 @@ impl Store for RedbStore {
             let mut sandboxes = txn.open_table(SANDBOXES).map_err(io)?;
             let mut hosts = txn.open_table(HOSTS).map_err(io)?;
             let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
+            let mut pools = txn.open_table(POOLS).map_err(io)?;
             for w in writes {
                 match w {
                     Write::PutSandbox(sb) => {
@@ -93,6 +100,9 @@ impl Store for RedbStore {
                         outbox
                             .retain_in((host.as_str(), 0)..=(host.as_str(), *through_seq), |_, _| false)
                             .map_err(io)?;
+                    }
+                    Write::PutPool(p) => {
+                        pools.insert(p.template.as_str(), encode(p)?.as_slice()).map_err(io)?;
                     }
                 }
             }

@@ -4,6 +4,7 @@
 //! batch is trivially idempotent and the same list can update both the store
 //! and the server's read model.
 
+use corral_core::pool::PoolSpec;
 use corral_core::{Host, OutboxEntry, Sandbox};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum Write {
     PutOutbox(OutboxEntry),
     /// Delete the host's outbox entries with `seq <= through_seq` (acknowledged).
     DeleteOutbox { host: String, through_seq: u64 },
+    /// Set a template's warm-pool bounds.
+    PutPool(PoolSpec),
 }
 
 /// Everything a store holds.
@@ -25,4 +28,5 @@ pub struct Snapshot {
     pub hosts: Vec<Host>,
     /// Sorted by `(host, seq)`.
     pub outbox: Vec<OutboxEntry>,
+    pub pools: Vec<PoolSpec>,
 }

@@ -31,6 +31,9 @@ pub enum Command {
     /// Create, inspect, use and remove sandboxes.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Warm pools: ready sandboxes per template on every host.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// The hosts the server knows.
     #[command(subcommand)]
     Host(ListOnly),
@@ -374,4 +377,28 @@ pub struct TemplateRmArgs {
     pub names: Vec<String>,
     #[command(flatten)]
     pub dir: TemplateStoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Set a template's pool bounds on every host that offers it.
+    Set(PoolSetArgs),
+    /// Each template's pool across the fleet: size, ready, allocated, utilization, target, forecast.
+    Ls(ClientOnly),
+}
+
+#[derive(Debug, Args)]
+pub struct PoolSetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub template: String,
+    /// Ready sandboxes kept at all times.
+    #[arg(long, default_value_t = 0)]
+    pub min: u32,
+    /// Largest the pool may grow (0 turns it off).
+    #[arg(long)]
+    pub max: u32,
+    /// Ready sandboxes kept beyond the forecast demand.
+    #[arg(long, default_value_t = 0)]
+    pub buffer: u32,
 }

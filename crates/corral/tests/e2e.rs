@@ -220,3 +220,20 @@ async fn a_restarted_up_adopts_its_running_sandboxes() {
     assert_eq!(out.stdout, "kept", "the same sandbox, with its private layer, survived the restart");
     assert_eq!(c.client.get(&sb.id).await.unwrap().state, SandboxState::Running);
 }
+
+#[tokio::test]
+async fn pool_settings_are_validated_stored_and_listed() {
+    use corral_core::api::SetPoolRequest;
+    let c = Cluster::up().await;
+    let spec = c.client.set_pool("base", &SetPoolRequest { min: 2, max: 20, buffer: 4 }).await.unwrap();
+    assert_eq!((spec.min, spec.max, spec.buffer), (2, 20, 4));
+    let bad = c.client.set_pool("base", &SetPoolRequest { min: 30, max: 20, buffer: 0 }).await.unwrap_err();
+    assert_eq!(bad.status(), Some(400), "{bad}");
+    let unknown = c.client.set_pool("nope", &SetPoolRequest { min: 0, max: 1, buffer: 0 }).await.unwrap_err();
+    assert_eq!(unknown.status(), Some(404), "{unknown}");
+    let pools = c.client.pools().await.unwrap();
+    let base = pools.pools.iter().find(|p| p.template == "base").expect("base listed");
+    assert_eq!(base.spec.as_ref().map(|s| (s.min, s.max, s.buffer)), Some((2, 20, 4)));
+    let out = Command::new(BIN).args(["pool", "ls"]).env("CORRAL_URL", c.url()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2/20/4"), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -5,6 +5,7 @@ mod events;
 mod fleet;
 mod json;
 mod ops;
+mod pools;
 mod sandboxes;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub struct AppState {
     paths(
         sandboxes::create, sandboxes::create_batch, sandboxes::list, sandboxes::get, sandboxes::delete,
         sandboxes::exec, sandboxes::exec_stream, sandboxes::read_file, sandboxes::write_file,
-        fleet::hosts, fleet::templates, events::events, ops::healthz, ops::readyz, ops::metrics,
+        fleet::hosts, fleet::templates, pools::list, pools::set, events::events, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
         corral_core::api::CreateSandboxRequest, corral_core::api::BatchCreateRequest,
@@ -53,7 +54,8 @@ pub struct AppState {
         corral_core::api::ExecResponse, corral_core::api::HostList, corral_core::api::HostView,
         corral_core::api::TemplateList, corral_core::api::TemplateView, corral_core::api::ErrorBody,
         corral_core::api::ErrorDetail, corral_core::api::StateEvent, corral_core::api::ExecStreamEvent,
-        corral_core::api::ExecExit, corral_core::Sandbox,
+        corral_core::api::ExecExit, corral_core::api::SetPoolRequest, corral_core::api::PoolView,
+        corral_core::api::PoolHostView, corral_core::api::PoolList, corral_core::pool::PoolSpec, corral_core::Sandbox,
         corral_core::SandboxState, corral_core::EndReason, corral_core::Host,
     ))
 )]
@@ -71,6 +73,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sandboxes/{id}/exec/stream", post(sandboxes::exec_stream))
         .route("/v1/hosts", get(fleet::hosts))
         .route("/v1/templates", get(fleet::templates))
+        .route("/v1/pools", get(pools::list))
+        .route("/v1/pools/{template}", axum::routing::put(pools::set))
         .route("/v1/events", get(events::events))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -10,7 +10,7 @@ use corral_proto::v1::control_server::Control;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::convert::{command_to_pb, event_from_pb, spec_to_pb};
+use super::convert::{command_to_pb, event_from_pb, pool_to_pb, spec_to_pb};
 use crate::controller::{Controller, Unavailable};
 use crate::shared::Shared;
 use crate::state::decide::{self, Liveness, Registration};
@@ -50,6 +50,16 @@ impl ControlService {
         }
     }
 
+    /// Takes a host's pool report: the scheduler's warm slots and the metrics.
+    fn record_pools(&self, host: &str, pools: Vec<pb::PoolStatus>) {
+        let ready = pools.iter().map(|p| (p.template.clone(), i64::from(p.ready))).collect();
+        self.shared.warm.lock().insert(host.to_string(), ready);
+        for p in &pools {
+            m::set_pool(host, p);
+        }
+        self.shared.pool_status.write().insert(host.to_string(), pools);
+    }
+
     /// One look at the committed state: a full sync, a batch, or nothing yet.
     /// Acks the poll's cursor (once per call, fire-and-forget: a lost ack is
     /// simply repeated by the next poll).
@@ -72,7 +82,7 @@ impl ControlService {
                     seq: h.last_seq,
                     sandboxes,
                     reason: reason.as_str().into(),
-                    pools: Vec::new(),
+                    pools: st.pools.values().map(pool_to_pb).collect(),
                 };
                 Ok(PollStep::Reply(pb::PollResponse { result: Some(pb::poll_response::Result::FullSync(fs)) }))
             }
@@ -174,6 +184,7 @@ impl Control for ControlService {
             return Ok(Response::new(pb::HeartbeatResponse { acked_event_seq: 0, reregister: true }));
         }
         self.touch(&r.host_id, r.usage.map(|u| u.cpu_pct as f64));
+        self.record_pools(&r.host_id, r.pools);
         let acked_event_seq = r.events.iter().map(|e| e.seq).max().unwrap_or(0);
         let events: Vec<_> = r.events.into_iter().filter_map(event_from_pb).collect();
         if !events.is_empty() {

@@ -1,5 +1,6 @@
 //! Conversions between protobuf messages and the core model.
 
+use corral_core::pool::PoolSpec;
 use corral_core::{Command, EndReason, OutboxEntry, SandboxSpec};
 use corral_proto::v1 as pb;
 
@@ -26,8 +27,13 @@ pub fn command_to_pb(e: &OutboxEntry) -> pb::Command {
             sandbox_id: sandbox_id.clone(),
             reason: reason.as_str().to_string(),
         }),
+        Command::SetPool { pool } => pb::command::Kind::SetPool(pb::SetPool { pool: Some(pool_to_pb(pool)) }),
     };
     pb::Command { seq, kind: Some(kind), decided_at_us: e.decided_at_us }
+}
+
+pub fn pool_to_pb(p: &PoolSpec) -> pb::PoolSpec {
+    pb::PoolSpec { template: p.template.clone(), min: p.min, max: p.max, buffer: p.buffer }
 }
 
 pub fn parse_end_reason(s: &str) -> Option<EndReason> {
@@ -38,7 +44,10 @@ pub fn parse_end_reason(s: &str) -> Option<EndReason> {
 pub fn event_from_pb(e: pb::SandboxEvent) -> Option<HostEvent> {
     let sandbox_id = e.sandbox_id;
     match pb::EventKind::try_from(e.kind).ok()? {
-        pb::EventKind::Started => Some(HostEvent::Started { sandbox_id }),
+        pb::EventKind::Started => {
+            let path = (!e.start_path.is_empty()).then_some(e.start_path);
+            Some(HostEvent::Started { sandbox_id, path })
+        }
         pb::EventKind::StartFailed => Some(HostEvent::StartFailed { sandbox_id, message: e.message }),
         pb::EventKind::Exited | pb::EventKind::Stopped => {
             let fallback = if e.kind == pb::EventKind::Stopped as i32 { EndReason::Deleted } else { EndReason::Exited };

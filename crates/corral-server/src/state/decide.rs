@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use corral_core::pool::PoolSpec;
 use corral_core::{Command, EndReason, Host, OutboxEntry, Sandbox, SandboxSpec, SandboxState};
 use corral_store::Write;
 
@@ -50,8 +51,14 @@ pub struct Liveness {
     pub cpu_pct: f64,
 }
 
+/// Ready pool sandboxes the server believes each host has, by template:
+/// set from every heartbeat, and decremented at once by each placement that
+/// counts on one, so the next decision does not count on it too.
+pub type WarmSlots = parking_lot::Mutex<HashMap<String, HashMap<String, i64>>>;
+
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
+    pub warm: &'a WarmSlots,
     pub now_ms: u64,
     /// The same instant in microseconds (`now_ms == now_us / 1000`).
     pub now_us: u64,
@@ -140,6 +147,7 @@ pub fn create(
 }
 
 fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candidate<'s>> {
+    let warm = fleet.warm.lock();
     state
         .hosts
         .values()
@@ -152,7 +160,7 @@ fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candid
                 supports_template: hs.host.templates.iter().any(|t| t == template),
                 expired: fleet.expired(&hs.host.id),
                 stale: age > 2 * fleet.policy.heartbeat_interval_ms.max(1),
-                warm_slots: 0,
+                warm_slots: warm.get(&hs.host.id).and_then(|t| t.get(template)).copied().unwrap_or(0).max(0) as u64,
                 free_net_slots: 0,
                 cpu_pct: fleet.liveness.get(&hs.host.id).map(|l| l.cpu_pct).unwrap_or(0.0),
                 free_cpu_millis: cpu_cap - hs.allocated_cpu_millis as i64,
@@ -176,6 +184,9 @@ fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
         }
         return false;
     };
+    if let Some(slots) = fleet.warm.lock().get_mut(&host).and_then(|t| t.get_mut(&sb.spec.template)) {
+        *slots -= 1;
+    }
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
     sb.state = SandboxState::Enqueued;
     sb.host = Some(host.clone());
@@ -350,7 +361,8 @@ pub fn stopping_on_host(state: &State, host_id: &str) -> Vec<String> {
 /// What a dataplane reports about one of its sandboxes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostEvent {
-    Started { sandbox_id: String },
+    /// `path`: `warm` (claimed from a pool) or `cold`, when the host says.
+    Started { sandbox_id: String, path: Option<String> },
     StartFailed { sandbox_id: String, message: String },
     /// Ended, on its own (`exited`, `oom_killed`) or because it was stopped.
     Ended { sandbox_id: String, reason: EndReason, message: String },
@@ -361,7 +373,7 @@ pub enum HostEvent {
 pub fn host_events(tx: &mut Tx, fleet: &Fleet, host_id: &str, events: Vec<HostEvent>) {
     for ev in events {
         let id = match &ev {
-            HostEvent::Started { sandbox_id } => sandbox_id,
+            HostEvent::Started { sandbox_id, .. } => sandbox_id,
             HostEvent::StartFailed { sandbox_id, .. } | HostEvent::Ended { sandbox_id, .. } => sandbox_id,
         };
         let Some(sb) = tx.state.sandboxes.get(id) else { continue };
@@ -370,11 +382,12 @@ pub fn host_events(tx: &mut Tx, fleet: &Fleet, host_id: &str, events: Vec<HostEv
         }
         let sb = sb.clone();
         match ev {
-            HostEvent::Started { .. } => {
+            HostEvent::Started { path, .. } => {
                 if sb.state.can_become(SandboxState::Running) {
                     let mut next = sb;
                     next.state = SandboxState::Running;
                     next.started_at_ms = Some(fleet.now_ms);
+                    next.start_path = path;
                     tx.put_sandbox(next);
                 }
             }
@@ -390,6 +403,27 @@ pub fn host_events(tx: &mut Tx, fleet: &Fleet, host_id: &str, events: Vec<HostEv
             }
         }
     }
+}
+
+/// Sets a template's pool bounds and tells every host that offers the
+/// template, through its outbox (hosts that join later get them in their
+/// first full sync).
+pub fn set_pool(tx: &mut Tx, fleet: &Fleet, pool: PoolSpec) -> PoolSpec {
+    if tx.state.pools.get(&pool.template) == Some(&pool) {
+        return pool;
+    }
+    tx.write(Write::PutPool(pool.clone()));
+    let hosts: Vec<String> = tx
+        .state
+        .hosts
+        .values()
+        .filter(|hs| hs.host.templates.contains(&pool.template))
+        .map(|hs| hs.host.id.clone())
+        .collect();
+    for h in hosts {
+        push_command(tx, fleet, &h, Command::SetPool { pool: pool.clone() });
+    }
+    pool
 }
 
 /// The periodic sweep: TTLs, pending deadlines, lost hosts, waiting creates.

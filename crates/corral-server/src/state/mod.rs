@@ -42,6 +42,8 @@ pub struct State {
     pub expiry: BTreeSet<(u64, String)>,
     /// `pending` sandboxes by `(created_at_ms, id)`: the queue waiting for capacity.
     pub pending: BTreeSet<(u64, String)>,
+    /// Warm-pool bounds by template.
+    pub pools: BTreeMap<String, corral_core::pool::PoolSpec>,
     counts: [u64; SandboxState::ALL.len()],
 }
 
@@ -62,6 +64,9 @@ impl State {
         }
         for e in snap.outbox {
             st.apply(&Write::PutOutbox(e));
+        }
+        for p in snap.pools {
+            st.apply(&Write::PutPool(p));
         }
         st
     }
@@ -104,6 +109,9 @@ impl State {
                 if let Some(hs) = self.hosts.get_mut(host) {
                     hs.outbox = hs.outbox.split_off(&(through_seq + 1));
                 }
+            }
+            Write::PutPool(p) => {
+                self.pools.insert(p.template.clone(), p.clone());
             }
         }
     }

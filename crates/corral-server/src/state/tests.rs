@@ -23,17 +23,24 @@ struct World {
     state: State,
     live: HashMap<String, Liveness>,
     policy: Policy,
+    warm: WarmSlots,
     now: u64,
 }
 
 impl World {
     fn new() -> Self {
-        World { state: State::default(), live: HashMap::new(), policy: Policy::default(), now: 1_000_000 }
+        World {
+            state: State::default(),
+            live: HashMap::new(),
+            policy: Policy::default(),
+            warm: WarmSlots::default(),
+            now: 1_000_000,
+        }
     }
 
     /// Runs one decision and returns the writes it made.
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
-        let fleet = Fleet { now_ms: self.now, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { warm: &self.warm, now_ms: self.now, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         (r, tx.writes)
@@ -142,7 +149,7 @@ fn a_registering_host_takes_the_pending_queue_in_order() {
     w.add_host("h1");
     assert_eq!(w.sb("sb-1").state, SandboxState::Enqueued);
     assert_eq!(w.sb("sb-2").state, SandboxState::Enqueued);
-    let cmds: Vec<_> = w.state.hosts["h1"].outbox.values().map(|e| e.command.sandbox_id().to_string()).collect();
+    let cmds: Vec<_> = w.state.hosts["h1"].outbox.values().map(|e| e.command.sandbox_id().unwrap_or_default().to_string()).collect();
     assert_eq!(cmds, vec!["sb-1", "sb-2"]);
     assert!(w.state.pending.is_empty());
 }
@@ -178,12 +185,12 @@ fn start_and_exit_events_drive_the_state() {
     w.add_host("h1");
     w.create("sb-1");
     w.create("sb-2");
-    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into(), path: None }]));
     assert_eq!(w.sb("sb-1").state, SandboxState::Running);
     assert_eq!(w.sb("sb-1").started_at_ms, Some(w.now));
-    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into(), path: None }]));
     assert!(writes.is_empty(), "a repeated start report is a no-op");
-    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h2", vec![HostEvent::Started { sandbox_id: "sb-2".into() }]));
+    let (_, writes) = w.run(|tx, f| host_events(tx, f, "h2", vec![HostEvent::Started { sandbox_id: "sb-2".into(), path: None }]));
     assert!(writes.is_empty(), "reports from another host are ignored");
     w.run(|tx, f| {
         host_events(
@@ -208,7 +215,7 @@ fn delete_goes_through_stopping_and_ends_with_its_reason() {
     let mut w = World::new();
     w.add_host("h1");
     w.create("sb-1");
-    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into(), path: None }]));
     let (sb, _) = w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted));
     let sb = sb.unwrap();
     assert_eq!((sb.state, sb.end_reason), (SandboxState::Stopping, Some(EndReason::Deleted)));
@@ -297,7 +304,7 @@ fn the_image_rebuilt_from_the_store_equals_the_working_one() {
     w.add_host("h1");
     w.create("sb-1");
     w.create("sb-2");
-    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into() }]));
+    w.run(|tx, f| host_events(tx, f, "h1", vec![HostEvent::Started { sandbox_id: "sb-1".into(), path: None }]));
     let store = corral_store::MemoryStore::new();
     let mut all = Vec::new();
     let mut replay = World::new();
@@ -316,4 +323,38 @@ fn the_image_rebuilt_from_the_store_equals_the_working_one() {
     assert_eq!(rebuilt.count(SandboxState::Enqueued), 2);
     assert_eq!(rebuilt.hosts["h1"].live.len(), 2);
     assert_eq!(rebuilt.hosts["h1"].allocated_cpu_millis, 2000);
+}
+
+#[test]
+fn warm_slots_steer_placement_and_each_decision_takes_one() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.add_host("h2");
+    w.warm.lock().insert("h2".into(), [("base".to_string(), 2i64)].into_iter().collect());
+    for i in 0..3 {
+        w.create(&format!("sb-{i}"));
+    }
+    // Two go where the warm slots are; the third, with none left, spreads.
+    assert_eq!(w.sb("sb-0").host.as_deref(), Some("h2"));
+    assert_eq!(w.sb("sb-1").host.as_deref(), Some("h2"));
+    assert_eq!(w.sb("sb-2").host.as_deref(), Some("h1"));
+    assert_eq!(w.warm.lock()["h2"]["base"], 0);
+}
+
+#[test]
+fn pool_settings_are_stored_and_sent_to_hosts_with_the_template() {
+    use corral_core::pool::PoolSpec;
+    let mut w = World::new();
+    w.add_host("h1");
+    w.add_host("h2");
+    w.state.hosts.get_mut("h2").unwrap().host.templates = vec!["other".into()];
+    let pool = PoolSpec { template: "base".into(), min: 2, max: 10, buffer: 3 };
+    let (_, writes) = w.run(|tx, f| set_pool(tx, f, pool.clone()));
+    assert_eq!(w.state.pools["base"], pool);
+    let sent: Vec<_> = w.state.hosts["h1"].outbox.values().map(|e| e.command.clone()).collect();
+    assert_eq!(sent, vec![Command::SetPool { pool: pool.clone() }]);
+    assert!(w.state.hosts["h2"].outbox.is_empty(), "a host without the template gets nothing");
+    assert!(writes.contains(&Write::PutPool(pool.clone())));
+    let (_, again) = w.run(|tx, f| set_pool(tx, f, pool.clone()));
+    assert!(again.is_empty(), "unchanged settings write nothing");
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod fleet;
+mod pool;
 mod sandbox;
 mod serve;
 mod template;
@@ -16,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => serve::server(args).await,
         Command::Dataplane(args) => serve::dataplane(args).await,
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
+        Command::Pool(cmd) => pool::run(cmd).await,
         Command::Host(crate::cli::ListOnly::Ls(a)) => fleet::hosts(a.client).await,
         Command::Template(cmd) => template::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
