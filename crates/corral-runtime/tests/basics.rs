@@ -55,13 +55,14 @@ async fn exec_streams_stdin_env_cwd_and_users() {
     f.rt.create(cfg).await.unwrap();
     let id = "sb-stream";
 
-    // Streaming: the first chunk arrives before the command ends.
-    let mut spec = ExecSpec::new(["/bin/sh", "-c", "echo first; sleep 0.5; echo second >&2"]);
-    spec.timeout = Some(Duration::from_secs(10));
+    // Streaming: the first chunk arrives while the command still waits for
+    // us (it ends only once we create /tmp/go after reading that chunk).
+    let script = "echo first; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo second >&2";
+    let mut spec = ExecSpec::new(["/bin/sh", "-c", script]);
+    spec.timeout = Some(Duration::from_secs(20));
     let mut stream = f.rt.exec(id, spec).await.unwrap();
-    let t0 = std::time::Instant::now();
     assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stdout(b"first\n".to_vec())));
-    assert!(t0.elapsed() < Duration::from_millis(400), "first chunk was not streamed");
+    f.rt.write_file(id, "/tmp/go", b"", 0).await.unwrap();
     assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stderr(b"second\n".to_vec())));
     match stream.next().await.unwrap() {
         Some(ExecEvent::Exit(x)) => assert_eq!((x.exit_code, x.timed_out), (0, false)),
