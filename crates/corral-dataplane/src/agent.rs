@@ -62,6 +62,7 @@ fn status(e: AccessError) -> Status {
         AccessError::Driver(d) => match d {
             DriverError::NotFound(_) | DriverError::Missing(_) => Status::not_found(d.to_string()),
             DriverError::InvalidArgument(_) => Status::invalid_argument(d.to_string()),
+            DriverError::Unsupported(_) => Status::unimplemented(d.to_string()),
             DriverError::Io { ref source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Status::not_found(d.to_string()),
                 std::io::ErrorKind::PermissionDenied => Status::permission_denied(d.to_string()),

@@ -29,6 +29,17 @@ pub struct DataplaneConfig {
     /// Whether a graceful shutdown stops every sandbox. By default they keep
     /// running and the next dataplane process adopts them.
     pub stop_sandboxes_on_shutdown: bool,
+    /// How long a start waits for a pool member that is already warming
+    /// before it starts cold (0: never waits).
+    pub pool_wait_ms: u64,
+    /// Most sandboxes this host holds: alive sandboxes plus unclaimed pool
+    /// members. A start past it evicts ready pool members first, then fails.
+    pub max_sandboxes: usize,
+    /// Pool members pre-created at once (refill runs below user starts).
+    pub pool_refill_concurrency: usize,
+    /// Local pool settings (`--pool TEMPLATE=MIN:MAX:BUFFER`); a setting from
+    /// the server for the same template replaces its preset.
+    pub pools: Vec<crate::pool::PoolConf>,
 }
 
 impl DataplaneConfig {
@@ -50,6 +61,10 @@ impl DataplaneConfig {
             poll_wait_ms: 300_000,
             event_buffer: 65_536,
             stop_sandboxes_on_shutdown: false,
+            pool_wait_ms: 50,
+            max_sandboxes: 10_000,
+            pool_refill_concurrency: cores(),
+            pools: Vec::new(),
         }
     }
 
@@ -60,6 +75,9 @@ impl DataplaneConfig {
         }
         if self.start_concurrency == 0 {
             return bad("start_concurrency must be at least 1");
+        }
+        if self.max_sandboxes == 0 {
+            return bad("max_sandboxes must be at least 1");
         }
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1");

@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::pool::PoolConf;
 use crate::record::Record;
 use crate::DataplaneError;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+/// Warm-pool settings from the server: template → JSON `PoolConf`.
+const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 
 /// Where the dataplane is in its host's command stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,11 +39,19 @@ pub struct Change {
     pub cursor: Option<Cursor>,
     pub upsert: Vec<(String, Record)>,
     pub delete: Vec<String>,
+    /// Pool settings to write (an empty one deletes its template's).
+    pub pools: Vec<PoolConf>,
+    /// Drop every stored pool setting first (a full sync lists all of them).
+    pub pools_replace: bool,
 }
 
 impl Change {
     pub fn is_empty(&self) -> bool {
-        self.cursor.is_none() && self.upsert.is_empty() && self.delete.is_empty()
+        self.cursor.is_none()
+            && self.upsert.is_empty()
+            && self.delete.is_empty()
+            && self.pools.is_empty()
+            && !self.pools_replace
     }
 }
 
@@ -69,6 +80,7 @@ impl CursorStore {
         let txn = db.begin_write()?;
         txn.open_table(META)?;
         txn.open_table(SANDBOXES)?;
+        txn.open_table(POOLS)?;
         txn.commit()?;
         Ok(CursorStore { db })
     }
@@ -100,6 +112,21 @@ impl CursorStore {
         Ok((cursor, records))
     }
 
+    /// The persisted pool settings.
+    pub fn load_pools(&self) -> Result<Vec<PoolConf>, DataplaneError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(POOLS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice::<PoolConf>(v.value()) {
+                Ok(c) => out.push(c),
+                Err(e) => tracing::warn!(template = k.value(), "ignoring a bad stored pool setting: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies `change` in one transaction, fsynced when `durable`.
     pub fn commit(&self, change: &Change, durable: bool) -> Result<(), DataplaneError> {
         let mut txn = self.db.begin_write()?;
@@ -125,6 +152,23 @@ impl CursorStore {
             }
             for id in &change.delete {
                 table.remove(id.as_str())?;
+            }
+            if change.pools_replace || !change.pools.is_empty() {
+                let mut pools = txn.open_table(POOLS)?;
+                if change.pools_replace {
+                    pools.retain(|_, _| false)?;
+                }
+                for c in &change.pools {
+                    if c.is_empty() {
+                        pools.remove(c.template.as_str())?;
+                    } else {
+                        let bytes = serde_json::to_vec(c).map_err(|source| DataplaneError::CorruptRecord {
+                            id: format!("pool {}", c.template),
+                            source,
+                        })?;
+                        pools.insert(c.template.as_str(), bytes.as_slice())?;
+                    }
+                }
             }
         }
         txn.commit()?;
@@ -175,6 +219,8 @@ mod tests {
                     ),
                 ],
                 delete: vec![],
+                pools: vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1 }],
+                pools_replace: false,
             };
             store.commit(&change, true).unwrap();
             let change = Change {
@@ -187,5 +233,9 @@ mod tests {
         let (cursor, records) = store.load().unwrap();
         assert_eq!(cursor, Cursor { epoch: 3, seq: 9 });
         assert_eq!(records.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(store.load_pools().unwrap(), vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1 }]);
+        let change = Change { pools_replace: true, ..Default::default() };
+        store.commit(&change, false).unwrap();
+        assert!(store.load_pools().unwrap().is_empty());
     }
 }

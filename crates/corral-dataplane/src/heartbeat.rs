@@ -41,7 +41,7 @@ pub async fn heartbeat_loop(link: Arc<Link>, rt: Arc<Runtime>) {
                 memory_used_mb,
                 sandboxes: rt.alive_count(),
             }),
-            pools: Vec::new(),
+            pools: rt.pools.status(),
         };
         match link.client.clone().heartbeat(req).await {
             Ok(resp) => {

@@ -33,6 +33,7 @@ mod heartbeat;
 pub mod latency;
 mod link;
 mod poll;
+pub mod pool;
 mod record;
 mod runtime;
 mod startslog;
@@ -44,6 +45,7 @@ pub use driver::native::{local_templates, NativeConfig, NativeDriver};
 pub use driver::process::ProcessDriver;
 pub use driver::{Driver, DriverError};
 pub use error::DataplaneError;
+pub use pool::PoolConf;
 
 use cursor::CursorStore;
 use events::EventBuffer;
@@ -103,6 +105,7 @@ pub async fn run_with_driver(
         .map_err(|e| DataplaneError::Internal(e.to_string()))??;
     let store = Arc::new(store);
     let (cursor, records) = store.load()?;
+    let stored_pools = store.load_pools()?;
     let starts_log = StartsLog::open(&data_dir)?;
     let started = starts_log.load()?;
     tracing::info!(
@@ -113,7 +116,18 @@ pub async fn run_with_driver(
         "dataplane starting"
     );
     let events = Arc::new(EventBuffer::new(config.event_buffer));
+    let pools = pool::PoolManager::new(
+        driver.clone(),
+        pool::PoolOptions {
+            wait: Duration::from_millis(config.pool_wait_ms),
+            max_sandboxes: config.max_sandboxes,
+            refill_concurrency: config.pool_refill_concurrency,
+            presets: config.pools.clone(),
+        },
+    );
+    pools.load(stored_pools);
     let parts = Parts {
+        pools: pools.clone(),
         driver,
         store,
         starts_log,
@@ -124,6 +138,28 @@ pub async fn run_with_driver(
     let rt = Runtime::new(parts);
     let _abort = AbortOnDrop(&rt.tasks);
     let boot_events = adopt::boot(&rt, records).await?;
+    // Unclaimed pool members of an earlier process are destroyed, not
+    // adopted (their settings may have changed); the pools refill.
+    match rt.driver.discover_members().await {
+        Ok(members) => {
+            if !members.is_empty() {
+                tracing::info!(count = members.len(), "destroying pool sandboxes left unclaimed");
+            }
+            let driver = rt.driver.clone();
+            rt.tasks.spawn(async move {
+                for m in members {
+                    if let Err(e) = driver.discard(&m).await {
+                        tracing::warn!(member = %m, "discard pool member: {e}");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot list leftover pool sandboxes: {e}"),
+    }
+    {
+        let rt2 = rt.clone();
+        rt.tasks.spawn(pool::refill_loop(pools, move || rt2.alive_count()));
+    }
 
     let (listener, agent_addr) = agent::bind(config.agent_listen).await?;
     let agent_task = AbortHandle(tokio::spawn(agent::serve(

@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::cursor::Cursor;
 use crate::latency::ReceivedLatency;
 use crate::link::Link;
+use crate::pool::PoolConf;
 use crate::record::spec_from_proto;
 use crate::runtime::Runtime;
 use crate::DataplaneError;
@@ -99,9 +100,20 @@ async fn apply_batch(
         epoch: cursor.epoch,
         seq: plan.new_cursor,
     };
+    let pools: Vec<PoolConf> = plan
+        .apply
+        .iter()
+        .filter_map(|&i| match &batch.commands[i].kind {
+            Some(command::Kind::SetPool(sp)) => sp.pool.as_ref().map(PoolConf::from_proto),
+            _ => None,
+        })
+        .collect();
     let local = rt.records_of(cmds.iter().map(cmd_id));
-    let apply = rt.with_started(|started| plan_commands(&local, started, &cmds, new_cursor));
+    let mut apply = rt.with_started(|started| plan_commands(&local, started, &cmds, new_cursor));
+    // Pool settings are persisted with the cursor they came with.
+    apply.change.pools = pools.clone();
     rt.apply(apply).await?;
+    rt.pools.set(&pools);
     link.set_cursor(new_cursor);
     debug!(
         applied = cmds.len(),
@@ -128,15 +140,19 @@ async fn apply_full_sync(
     };
     info!(reason = %fs.reason, epoch = fs.epoch, seq = fs.seq, wanted = desired.len(), "full sync");
     let local = rt.all_records();
-    let plan = rt.with_started(|started| plan_full_sync(&local, started, &desired, cursor));
+    let pools: Vec<PoolConf> = fs.pools.iter().map(PoolConf::from_proto).collect();
+    let mut plan = rt.with_started(|started| plan_full_sync(&local, started, &desired, cursor));
+    plan.change.pools = pools.clone();
+    plan.change.pools_replace = true;
     rt.apply(plan).await?;
+    rt.pools.replace(&pools);
     link.set_cursor(cursor);
     Ok(())
 }
 
 fn to_cmd(kind: &Option<command::Kind>) -> Option<Cmd> {
     match kind.as_ref()? {
-        // Pool settings are not sandbox commands; the cursor still moves past them.
+        // Pool settings are not sandbox commands (apply_batch takes them).
         command::Kind::SetPool(_) => None,
         command::Kind::Add(a) => Some(Cmd::Add {
             id: a.sandbox_id.clone(),

@@ -16,6 +16,7 @@ use crate::apply::{Action, Plan};
 use crate::cursor::{Change, CursorStore};
 use crate::driver::{Driver, DriverError, ExecOutput, ExecSpec, Started};
 use crate::events::{Event, EventBuffer};
+use crate::pool::PoolManager;
 use crate::record::{Record, Status};
 use crate::startslog::StartsLog;
 use crate::tasks::TaskSet;
@@ -27,6 +28,7 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 pub struct Runtime {
     pub driver: Arc<dyn Driver>,
     pub events: Arc<EventBuffer>,
+    pub pools: Arc<PoolManager>,
     pub tasks: TaskSet,
     store: Arc<CursorStore>,
     starts_log: StartsLog,
@@ -92,7 +94,16 @@ pub struct Parts {
     pub starts_log: StartsLog,
     pub started: HashSet<String>,
     pub events: Arc<EventBuffer>,
+    pub pools: Arc<PoolManager>,
     pub start_concurrency: usize,
+}
+
+/// How a queued start gets its sandbox.
+enum StartHow {
+    /// Claim this ready pool member.
+    Warm(String),
+    /// Cold start, holding a start slot.
+    Cold(OwnedSemaphorePermit),
 }
 
 impl Runtime {
@@ -102,6 +113,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             driver: p.driver,
             events: p.events,
+            pools: p.pools,
             tasks: TaskSet::default(),
             store: p.store,
             starts_log: p.starts_log,
@@ -229,8 +241,34 @@ impl Runtime {
     }
 
     pub fn queue_start(&self, id: String) {
+        // Counted until the start is done: pool refills wait for user starts.
+        self.pools.begin_user_start();
         // The dispatcher only goes away with the runtime.
-        let _ = self.start_queue.send(id);
+        if self.start_queue.send(id).is_err() {
+            self.pools.end_user_start();
+        }
+    }
+
+    /// Alive sandboxes plus unclaimed pool members, against `max_sandboxes`:
+    /// evicts ready members (in eviction order) to make room for one more
+    /// start, or says why there is none.
+    fn make_room(&self) -> Result<(), String> {
+        let max = self.pools.opts.max_sandboxes;
+        // The sandbox being started is already counted as alive.
+        let total = self.alive_count() as usize + self.pools.members();
+        if total <= max {
+            return Ok(());
+        }
+        let evicted = self.pools.evict(total - max);
+        let short = total - max - evicted.len();
+        for m in evicted {
+            tracing::info!(member = %m, "evicting a ready pool sandbox to make room");
+            self.pools.discard_later(m);
+        }
+        if short > 0 {
+            return Err(format!("host at capacity ({max} sandboxes, nothing left to evict)"));
+        }
+        Ok(())
     }
 
     /// Marks a sandbox stopping and stops it in the background.
@@ -250,18 +288,50 @@ impl Runtime {
             .spawn(async move { rt.stop_one(sb, reason).await }.instrument(span));
     }
 
-    async fn start_one(self: Arc<Self>, id: String, permit: OwnedSemaphorePermit) {
-        let Some(sb) = self.get(&id) else { return };
+    async fn start_one(self: Arc<Self>, id: String, how: StartHow, sem: Arc<Semaphore>) {
+        struct Done<'a>(&'a PoolManager);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.end_user_start();
+            }
+        }
+        let _done = Done(&self.pools);
+        let Some(sb) = self.get(&id) else {
+            if let StartHow::Warm(member) = how {
+                self.pools.discard_later(member);
+            }
+            return;
+        };
         let _life = sb.life.lock().await;
         if !sb.status().is_alive() {
-            return; // stopped before its turn came
+            // Stopped before its turn came; an untouched member goes back.
+            if let StartHow::Warm(member) = how {
+                self.pools.put_back(&sb.spec.template, member);
+            }
+            return;
         }
         if !self.started.lock().insert(id.clone()) {
             warn!("refusing to start a sandbox a second time");
+            if let StartHow::Warm(member) = how {
+                self.pools.put_back(&sb.spec.template, member);
+            }
             return;
         }
-        let result = self.driver.start(&id, &sb.spec).await;
-        drop(permit);
+        let (result, path) = match how {
+            StartHow::Warm(member) => match self.driver.claim(&member, &id, &sb.spec).await {
+                Ok(started) => {
+                    self.pools.claimed(&sb.spec.template, &id);
+                    (Ok(started), "warm")
+                }
+                Err(e) => {
+                    warn!(%member, "claim of a pool sandbox failed, starting cold: {e}");
+                    self.pools.discard_later(member);
+                    let Ok(permit) = sem.acquire_owned().await else { return };
+                    (self.cold_start(&sb, permit).await, "cold")
+                }
+            },
+            StartHow::Cold(permit) => (self.cold_start(&sb, permit).await, "cold"),
+        };
         match result {
             Ok(started) => {
                 // Logged after the spawn: a crash in between leaves a live
@@ -269,8 +339,8 @@ impl Runtime {
                 // declaring the sandbox gone.
                 self.log_start(&id);
                 self.watch(&sb, started);
-                tracing::debug!("started");
-                self.events.push(Event::started(&id, "cold")).await;
+                tracing::debug!(path, "started");
+                self.events.push(Event::started(&id, path)).await;
             }
             Err(e) => {
                 self.end(
@@ -282,6 +352,15 @@ impl Runtime {
                 .await
             }
         }
+    }
+
+    async fn cold_start(&self, sb: &Sandbox, permit: OwnedSemaphorePermit) -> Result<Started, DriverError> {
+        let result = match self.make_room() {
+            Ok(()) => self.driver.start(&sb.id, &sb.spec).await,
+            Err(m) => Err(DriverError::Unsupported(m)),
+        };
+        drop(permit);
+        result
     }
 
     /// Watches a running sandbox's end and reports EXITED unless it is being stopped.
@@ -342,6 +421,7 @@ impl Runtime {
         };
         tracing::info!(kind = ?event.kind, message = %event.message, reason = %event.end_reason, "sandbox ended");
         sb.state.lock().status = status.clone();
+        self.pools.released(&sb.id);
         let change = Change {
             upsert: vec![(
                 sb.id.clone(),
@@ -455,18 +535,45 @@ impl Runtime {
     }
 }
 
-/// Admits starts strictly in arrival order, `start_concurrency` at a time.
+/// Admits starts strictly in arrival order, `start_concurrency` cold starts
+/// at a time. A start whose template has a ready pool member claims it at
+/// once (no start slot needed); one whose pool has a member warming waits for
+/// it (bounded by the pool wait) off the queue, then starts cold if none came.
 async fn dispatch(
     rt: Arc<Runtime>,
     mut queue: mpsc::UnboundedReceiver<String>,
     sem: Arc<Semaphore>,
 ) {
     while let Some(id) = queue.recv().await {
+        let span = info_span!("sandbox", id = %id);
+        let template = rt.get(&id).map(|sb| sb.spec.template.clone()).unwrap_or_default();
+        if let Some(member) = rt.pools.take(&template) {
+            let task = rt.clone().start_one(id, StartHow::Warm(member), sem.clone());
+            rt.tasks.spawn(task.instrument(span));
+            continue;
+        }
+        if rt.pools.may_wait(&template) {
+            let rt2 = rt.clone();
+            let sem2 = sem.clone();
+            rt.tasks.spawn(
+                async move {
+                    let how = match rt2.pools.take_or_wait(&template).await {
+                        Some(member) => StartHow::Warm(member),
+                        None => match sem2.clone().acquire_owned().await {
+                            Ok(permit) => StartHow::Cold(permit),
+                            Err(_) => return,
+                        },
+                    };
+                    rt2.start_one(id, how, sem2).await
+                }
+                .instrument(span),
+            );
+            continue;
+        }
         let Ok(permit) = sem.clone().acquire_owned().await else {
             return;
         };
-        let span = info_span!("sandbox", id = %id);
-        let task = rt.clone().start_one(id, permit);
+        let task = rt.clone().start_one(id, StartHow::Cold(permit), sem.clone());
         rt.tasks.spawn(task.instrument(span));
     }
 }

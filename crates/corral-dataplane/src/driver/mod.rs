@@ -34,6 +34,9 @@ pub enum DriverError {
     /// The request cannot be satisfied as asked (bad path, program not runnable, …).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The driver cannot do this (e.g. warm pools on a driver without them).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -185,4 +188,48 @@ pub trait Driver: Send + Sync + 'static {
         content: Vec<u8>,
         mode: u32,
     ) -> BoxFuture<'a, Result<(), DriverError>>;
+
+    // ---- Warm pools. A pool member is a sandbox created ahead of time for a
+    // template, with no tenant yet; it has its own id, distinct from any
+    // sandbox id. Drivers without pools inherit these ("not supported") and
+    // the dataplane then cold-starts everything.
+
+    /// Whether [`Driver::prewarm`] works on this driver.
+    fn supports_pools(&self) -> bool {
+        false
+    }
+
+    /// Pre-creates a ready, unclaimed sandbox of `template` (everything a
+    /// start does that does not depend on the tenant) and health-checks it.
+    /// Returns the new member's id.
+    fn prewarm<'a>(&'a self, template: &'a str) -> BoxFuture<'a, Result<String, DriverError>> {
+        let _ = template;
+        Box::pin(async { Err(DriverError::Unsupported(format!("the {} driver has no warm pools", self.name()))) })
+    }
+
+    /// Turns a ready member into sandbox `sandbox_id`: binds the id, applies
+    /// the spec's limits and env. From then on every call names the sandbox
+    /// by `sandbox_id` (the driver translates), including after a dataplane
+    /// restart. On error the member is unusable and should be discarded.
+    fn claim<'a>(
+        &'a self,
+        member: &'a str,
+        sandbox_id: &'a str,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<Started, DriverError>> {
+        let _ = (member, sandbox_id, spec);
+        Box::pin(async { Err(DriverError::Unsupported(format!("the {} driver has no warm pools", self.name()))) })
+    }
+
+    /// Destroys an unclaimed member.
+    fn discard<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<(), DriverError>> {
+        let _ = member;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Unclaimed members an earlier dataplane left behind (they are not in
+    /// [`Driver::discover`]).
+    fn discover_members(&self) -> BoxFuture<'_, Result<Vec<String>, DriverError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

@@ -5,9 +5,22 @@
 //!
 //! Inits outlive the dataplane on purpose: a restarted dataplane's runtime
 //! re-attaches to them, and [`Driver::discover`] reports them for adoption.
+//!
+//! Warm pools: [`Driver::prewarm`] creates a runtime sandbox under a member
+//! id (`wp-…`), marked by `<runtime_dir>/pool/<member>` (holding the
+//! template), and health-checks it (`/bin/true` runs). [`Driver::claim`]
+//! writes the request's cpu/memory limits into its cgroup, sets the sandbox
+//! id as hostname, and records `<runtime_dir>/claims/<sandbox_id>` (holding
+//! the member id; the runtime id never changes) before dropping the pool
+//! marker. Every call naming a sandbox id translates through that mapping,
+//! which is reloaded at start, so adoption after a restart works the same.
+//! The spec's env is layered under each exec's own env (the init's env is
+//! the image's, fixed at pre-create).
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use corral_core::SandboxSpec;
 use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, SandboxConfig, Template};
@@ -52,7 +65,16 @@ pub struct NativeDriver {
     rt: Runtime,
     base: Template,
     config: NativeConfig,
+    /// Claimed pool members: sandbox id → runtime id.
+    claims: parking_lot::Mutex<HashMap<String, String>>,
+    member_seq: AtomicU64,
 }
+
+/// Limits of an unclaimed pool member (the claim applies the request's).
+const MEMBER_CPU_MILLIS: u32 = 1000;
+const MEMBER_MEMORY_MB: u32 = 256;
+/// Runtime ids of pool members start with this.
+const MEMBER_PREFIX: &str = "wp-";
 
 fn driver_error(e: RuntimeError) -> DriverError {
     match e {
@@ -98,7 +120,57 @@ impl NativeDriver {
         rc.cgroup_parent = config.cgroup_parent.clone();
         rc.spawner_exe = config.spawner_exe.clone();
         let rt = Runtime::new(rc).await.map_err(driver_error)?;
-        Ok(NativeDriver { rt, base, config })
+        for dir in ["pool", "claims"] {
+            let d = config.runtime_dir.join(dir);
+            std::fs::create_dir_all(&d).map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
+        }
+        let claims = load_claims(&config.runtime_dir.join("claims"));
+        Ok(NativeDriver {
+            rt,
+            base,
+            config,
+            claims: parking_lot::Mutex::new(claims),
+            member_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// The runtime id behind a sandbox id (itself unless it was a claim).
+    fn rt_id(&self, id: &str) -> String {
+        self.claims.lock().get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    fn pool_marker(&self, member: &str) -> PathBuf {
+        self.config.runtime_dir.join("pool").join(member)
+    }
+
+    fn claim_file(&self, sandbox_id: &str) -> PathBuf {
+        self.config.runtime_dir.join("claims").join(sandbox_id)
+    }
+
+    /// Forgets a claim mapping (the sandbox is gone).
+    fn drop_claim(&self, sandbox_id: &str) {
+        if self.claims.lock().remove(sandbox_id).is_some() {
+            let _ = std::fs::remove_file(self.claim_file(sandbox_id));
+        }
+    }
+
+    async fn health_check(&self, member: &str) -> Result<(), DriverError> {
+        let spec = corral_runtime::ExecSpec {
+            argv: vec!["/bin/true".into()],
+            timeout: Some(std::time::Duration::from_secs(10)),
+            ..Default::default()
+        };
+        match self.rt.exec_buffered(member, spec).await {
+            Ok(out) if out.exit_code == 0 => Ok(()),
+            Ok(out) => Err(DriverError::InvalidArgument(format!(
+                "pool health check: /bin/true exited {} ({})",
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+            // No /bin/true in the image: the init answering is the check.
+            Err(RuntimeError::Missing(_)) => Ok(()),
+            Err(e) => Err(driver_error(e)),
+        }
     }
 
     fn templates_dir(&self) -> PathBuf {
@@ -136,10 +208,30 @@ impl NativeDriver {
     }
 }
 
-fn runtime_exec(req: ExecSpec) -> corral_runtime::ExecSpec {
+/// Sandbox id → runtime id, from `<runtime_dir>/claims/*`.
+fn load_claims(dir: &Path) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let (Some(id), Ok(member)) = (entry.file_name().to_str().map(String::from), std::fs::read_to_string(entry.path()))
+        else {
+            continue;
+        };
+        let member = member.trim().to_string();
+        if !member.is_empty() {
+            out.insert(id, member);
+        }
+    }
+    out
+}
+
+/// The exec as the runtime takes it: the spec's env under the request's
+/// (a claimed pool member's init only has the image env).
+fn runtime_exec(spec: &SandboxSpec, req: ExecSpec) -> corral_runtime::ExecSpec {
+    let mut env = spec.env.clone();
+    env.extend(req.env);
     corral_runtime::ExecSpec {
         argv: req.argv,
-        env: req.env,
+        env,
         cwd: req.cwd,
         stdin: req.stdin,
         timeout: Some(req.timeout),
@@ -179,11 +271,19 @@ impl Driver for NativeDriver {
     fn discover(&self) -> BoxFuture<'_, Result<Vec<Discovered>, DriverError>> {
         Box::pin(async move {
             let ids = self.rt.list().await.map_err(driver_error)?;
+            let by_rt: HashMap<String, String> =
+                self.claims.lock().iter().map(|(sb, rt)| (rt.clone(), sb.clone())).collect();
             Ok(ids
                 .into_iter()
                 .filter_map(|id| {
                     let pid = self.rt.init_pid(&id).ok()?;
-                    Some(Discovered { sandbox_id: id, pid, keeper: true })
+                    let sandbox_id = match by_rt.get(&id) {
+                        Some(sb) => sb.clone(),
+                        // Unclaimed members are reported by discover_members.
+                        None if self.pool_marker(&id).exists() => return None,
+                        None => id,
+                    };
+                    Some(Discovered { sandbox_id, pid, keeper: true })
                 })
                 .collect())
         })
@@ -191,13 +291,15 @@ impl Driver for NativeDriver {
 
     fn adopt(&self, id: &str, _found: &Discovered) -> Result<Started, DriverError> {
         // The runtime re-attached to the init when it started; watch its end.
-        self.rt.init_pid(id).map_err(driver_error)?;
-        Ok(self.exit_watch(id))
+        let rt_id = self.rt_id(id);
+        self.rt.init_pid(&rt_id).map_err(driver_error)?;
+        Ok(self.exit_watch(&rt_id))
     }
 
     fn kill_stray(&self, found: &Discovered) {
         tracing::warn!(sandbox_id = %found.sandbox_id, "destroying a sandbox nothing knows about");
-        let (rt, id) = (self.rt.clone(), found.sandbox_id.clone());
+        let (rt, id) = (self.rt.clone(), self.rt_id(&found.sandbox_id));
+        self.drop_claim(&found.sandbox_id);
         tokio::spawn(async move {
             if let Err(e) = rt.destroy(&id).await {
                 tracing::warn!(sandbox_id = %id, "destroy: {e}");
@@ -206,22 +308,30 @@ impl Driver for NativeDriver {
     }
 
     fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DriverError>> {
-        Box::pin(async move { self.rt.destroy(id).await.map_err(driver_error) })
+        Box::pin(async move {
+            let rt_id = self.rt_id(id);
+            self.rt.destroy(&rt_id).await.map_err(driver_error)?;
+            let _ = std::fs::remove_file(self.pool_marker(&rt_id));
+            self.drop_claim(id);
+            Ok(())
+        })
     }
 
-    fn remove(&self, _id: &str) -> Result<(), DriverError> {
-        // `stop` (destroy) already removed everything the sandbox had.
+    fn remove(&self, id: &str) -> Result<(), DriverError> {
+        // `stop` (destroy) already removed everything the sandbox had; a
+        // claim mapping may remain if the stop failed.
+        self.drop_claim(id);
         Ok(())
     }
 
     fn exec<'a>(
         &'a self,
         id: &'a str,
-        _spec: &'a SandboxSpec,
+        spec: &'a SandboxSpec,
         req: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecOutput, DriverError>> {
         Box::pin(async move {
-            let out = self.rt.exec_buffered(id, runtime_exec(req)).await.map_err(driver_error)?;
+            let out = self.rt.exec_buffered(&self.rt_id(id), runtime_exec(spec, req)).await.map_err(driver_error)?;
             Ok(ExecOutput {
                 exit_code: out.exit_code,
                 stdout: out.stdout,
@@ -235,11 +345,11 @@ impl Driver for NativeDriver {
     fn exec_stream<'a>(
         &'a self,
         id: &'a str,
-        _spec: &'a SandboxSpec,
+        spec: &'a SandboxSpec,
         req: ExecSpec,
     ) -> BoxFuture<'a, Result<ExecChunks, DriverError>> {
         Box::pin(async move {
-            let mut stream = self.rt.exec(id, runtime_exec(req)).await.map_err(driver_error)?;
+            let mut stream = self.rt.exec(&self.rt_id(id), runtime_exec(spec, req)).await.map_err(driver_error)?;
             let (tx, rx) = tokio::sync::mpsc::channel(64);
             tokio::spawn(async move {
                 loop {
@@ -269,7 +379,7 @@ impl Driver for NativeDriver {
     }
 
     fn read_file<'a>(&'a self, id: &'a str, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, DriverError>> {
-        Box::pin(async move { self.rt.read_file(id, path).await.map_err(driver_error) })
+        Box::pin(async move { self.rt.read_file(&self.rt_id(id), path).await.map_err(driver_error) })
     }
 
     fn write_file<'a>(
@@ -281,7 +391,80 @@ impl Driver for NativeDriver {
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
             let mode = if mode == 0 { 0o644 } else { mode };
-            self.rt.write_file(id, path, &content, mode).await.map_err(driver_error)
+            self.rt.write_file(&self.rt_id(id), path, &content, mode).await.map_err(driver_error)
+        })
+    }
+
+    fn supports_pools(&self) -> bool {
+        true
+    }
+
+    fn prewarm<'a>(&'a self, template: &'a str) -> BoxFuture<'a, Result<String, DriverError>> {
+        Box::pin(async move {
+            let seq = self.member_seq.fetch_add(1, Ordering::Relaxed);
+            let member = format!("{MEMBER_PREFIX}{:x}-{seq}", corral_core::time::now_us());
+            let mut cfg = self.sandbox_config(&member, template)?;
+            cfg.cpu_millis = MEMBER_CPU_MILLIS;
+            cfg.memory_mb = MEMBER_MEMORY_MB;
+            cfg.pids_max = self.config.pids_max;
+            cfg.disk_mb = self.config.disk_mb;
+            // Marked before it exists, so a crash never leaves an unmarked
+            // member that a restart would mistake for a sandbox.
+            let marker = self.pool_marker(&member);
+            std::fs::write(&marker, template).map_err(|e| DriverError::io(format!("write {}", marker.display()), e))?;
+            let made = async {
+                self.rt.create(cfg).await.map_err(driver_error)?;
+                self.health_check(&member).await
+            };
+            if let Err(e) = made.await {
+                let _ = self.rt.destroy(&member).await;
+                let _ = std::fs::remove_file(&marker);
+                return Err(e);
+            }
+            Ok(member)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        member: &'a str,
+        sandbox_id: &'a str,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<Started, DriverError>> {
+        Box::pin(async move {
+            self.rt.update_limits(member, spec.cpu_millis, spec.memory_mb).map_err(driver_error)?;
+            self.rt.set_hostname(member, sandbox_id).map_err(driver_error)?;
+            let file = self.claim_file(sandbox_id);
+            std::fs::write(&file, member).map_err(|e| DriverError::io(format!("write {}", file.display()), e))?;
+            self.claims.lock().insert(sandbox_id.to_string(), member.to_string());
+            let _ = std::fs::remove_file(self.pool_marker(member));
+            Ok(self.exit_watch(member))
+        })
+    }
+
+    fn discard<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            self.rt.destroy(member).await.map_err(driver_error)?;
+            let _ = std::fs::remove_file(self.pool_marker(member));
+            Ok(())
+        })
+    }
+
+    fn discover_members(&self) -> BoxFuture<'_, Result<Vec<String>, DriverError>> {
+        Box::pin(async move {
+            let ids = self.rt.list().await.map_err(driver_error)?;
+            let claimed: std::collections::HashSet<String> = self.claims.lock().values().cloned().collect();
+            let mut out: Vec<String> =
+                ids.into_iter().filter(|id| !claimed.contains(id) && self.pool_marker(id).exists()).collect();
+            // Markers whose create never finished (no runtime sandbox).
+            for entry in std::fs::read_dir(self.config.runtime_dir.join("pool")).into_iter().flatten().flatten() {
+                if let Some(name) = entry.file_name().to_str() {
+                    if !out.iter().any(|o| o == name) && !claimed.contains(name) {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 }
