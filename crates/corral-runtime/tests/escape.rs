@@ -276,11 +276,11 @@ async fn raw_sockets_and_foreign_networks_are_unreachable() {
     let _abs = bind_abstract(&abstract_name);
     // A service inside sandbox B on the same port number.
     f.sh(&b, &format!("/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &")).await;
-    let probe = format!(
+    let probe = |tries: u32| format!(
         r#"
 import socket, time
 def tcp(port):
-    for _ in range(20):
+    for _ in range({tries}):
         try:
             s = socket.create_connection(('127.0.0.1', port), timeout=1); s.close(); return 'connected'
         except ConnectionRefusedError: time.sleep(0.05)
@@ -302,7 +302,11 @@ import os
 print('ifaces=' + ','.join(sorted(os.listdir('/sys/class/net'))))
 "#
     );
-    let out_a = f.py(&a, &probe).await;
+    // Sanity first: B reaches its own server (given time to start), so A's
+    // refusal below means isolation, not a server that is not up yet.
+    let out_b = f.py(&b, &probe(200)).await;
+    assert_eq!(kv(&out_b.stdout)["tcp"], "connected", "{out_b:?}");
+    let out_a = f.py(&a, &probe(5)).await;
     let ra = kv(&out_a.stdout);
     assert_eq!(ra["tcp"], "refused", "host loopback or sandbox B reached: {out_a:?}");
     assert_eq!(ra["packet"], "PermissionError");
@@ -311,9 +315,6 @@ print('ifaces=' + ','.join(sorted(os.listdir('/sys/class/net'))))
     assert_eq!(ra["netlink"], "ok", "netlink route sockets stay usable");
     assert_eq!(ra["abstract"], "ConnectionRefusedError");
     assert_eq!(ra["ifaces"], "lo");
-    // Sanity: B reaches its own server, so A's refusal means isolation.
-    let out_b = f.py(&b, &probe).await;
-    assert_eq!(kv(&out_b.stdout)["tcp"], "connected", "{out_b:?}");
     drop(host);
 }
 
