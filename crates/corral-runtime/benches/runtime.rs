@@ -103,7 +103,24 @@ async fn sequential(rt: &Runtime, t: &Template, n: usize) {
     report("destroy, sequential", destroys);
 }
 
+/// CPU seconds used so far by this process and by the spawner with its
+/// reaped children (the inits and everything they ran): load-independent.
+/// Returns (this process, spawner + inits).
+fn cpu_seconds(rt: &Runtime) -> (f64, f64) {
+    let tick = 100.0; // USER_HZ
+    let of = |pid: Option<u32>| -> f64 {
+        let Some(pid) = pid else { return 0.0 };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+        let f: Vec<f64> = after.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+        // utime, stime, cutime, cstime are fields 14..17 (11..14 after the comm).
+        f.get(11..15).map_or(0.0, |v| v.iter().sum::<f64>()) / tick
+    };
+    (of(Some(std::process::id())), of(rt.spawner_pid()))
+}
+
 async fn burst(rt: &Runtime, t: &Template, n: usize) {
+    let cpu0 = cpu_seconds(rt);
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -139,6 +156,18 @@ async fn burst(rt: &Runtime, t: &Template, n: usize) {
         task.await.expect("join").expect("destroy");
     }
     println!("{:<44} {:.3} s", format!("burst of {n}: destroy all"), t1.elapsed().as_secs_f64());
+    let cpu1 = cpu_seconds(rt);
+    let (rt_cpu, sp_cpu) = ((cpu1.0 - cpu0.0) / n as f64, (cpu1.1 - cpu0.1) / n as f64);
+    let cpu = rt_cpu + sp_cpu;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    println!(
+        "{:<44} {:.2} ms CPU per sandbox created+destroyed (runtime {:.2}, spawner+init {:.2}; kernel workers excluded) = {:.0}/s on {cores} idle cores",
+        format!("burst of {n}: cost"),
+        cpu * 1e3,
+        rt_cpu * 1e3,
+        sp_cpu * 1e3,
+        cores / cpu
+    );
 }
 
 fn meminfo(key: &str) -> u64 {
