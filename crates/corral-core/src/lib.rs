@@ -8,6 +8,7 @@
 //! with exact expectations.
 
 pub mod api;
+pub mod auth;
 pub mod command;
 pub mod host;
 pub mod id;

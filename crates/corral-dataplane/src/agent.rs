@@ -12,7 +12,6 @@ use corral_proto::v1::{
     ReadFileResponse, WriteFileRequest, WriteFileResponse,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::driver::{DriverError, ExecChunk, ExecOutput, ExecSpec};
@@ -42,15 +41,21 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Datapla
 pub async fn serve(
     rt: Arc<Runtime>,
     listener: TcpListener,
+    join_token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), DataplaneError> {
     let svc = AgentServer::new(AgentService { rt })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        svc,
+        corral_proto::auth::RequireToken::new(join_token),
+    );
+    // The builder's tcp_nodelay does not apply to an incoming stream we bring.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -29,6 +29,9 @@ pub struct DataplaneConfig {
     /// Whether a graceful shutdown stops every sandbox. By default they keep
     /// running and the next dataplane process adopts them.
     pub stop_sandboxes_on_shutdown: bool,
+    /// The shared secret presented to the server and required from it on
+    /// the Agent service; `None` = no authentication.
+    pub join_token: Option<String>,
     /// How long a start waits for a pool member that is already warming
     /// before it starts cold (0: never waits).
     pub pool_wait_ms: u64,
@@ -61,6 +64,7 @@ impl DataplaneConfig {
             poll_wait_ms: 300_000,
             event_buffer: 65_536,
             stop_sandboxes_on_shutdown: false,
+            join_token: None,
             pool_wait_ms: 50,
             max_sandboxes: 10_000,
             pool_refill_concurrency: cores(),

@@ -165,6 +165,7 @@ pub async fn run_with_driver(
     let agent_task = AbortHandle(tokio::spawn(agent::serve(
         rt.clone(),
         listener,
+        config.join_token.clone(),
         std::future::pending(),
     )));
     write_agent_addr(&data_dir, agent_addr)?;

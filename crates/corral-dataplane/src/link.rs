@@ -8,6 +8,8 @@ use std::time::Duration;
 use corral_proto::v1::control_client::ControlClient;
 use corral_proto::v1::{RegisterRequest, Resources};
 use parking_lot::Mutex;
+use corral_proto::auth::BearerToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
@@ -18,7 +20,7 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
 
 pub struct Link {
     pub config: DataplaneConfig,
-    pub client: ControlClient<Channel>,
+    pub client: ControlClient<InterceptedService<Channel, BearerToken>>,
     pub agent_addr: SocketAddr,
     /// The applied cursor; written by the poll loop after each durable commit.
     cursor: Mutex<Cursor>,
@@ -50,7 +52,8 @@ impl Link {
             // window; a small window would stall each one for a round trip.
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(8 << 20);
-        let client = ControlClient::new(endpoint.connect_lazy())
+        let token = BearerToken::new(config.join_token.as_deref()).map_err(|e| bad(format!("join token: {e}")))?;
+        let client = ControlClient::with_interceptor(endpoint.connect_lazy(), token)
             .max_decoding_message_size(256 * 1024 * 1024)
             .max_encoding_message_size(256 * 1024 * 1024);
         Ok(Link {

@@ -47,6 +47,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Decisions allowed to wait for the writer before callers get 503.
     pub queue_depth: usize,
+    /// Bearer tokens accepted by the REST API; empty = no authentication.
+    pub api_tokens: Vec<String>,
+    /// The shared secret dataplanes present (and the server presents to
+    /// their agents); `None` = no authentication.
+    pub join_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +63,8 @@ impl Default for ServerConfig {
             policy: Policy::default(),
             limits: Limits::default(),
             queue_depth: 65_536,
+            api_tokens: Vec::new(),
+            join_token: None,
         }
     }
 }
@@ -169,7 +176,10 @@ impl Server {
         let app = api::AppState {
             controller: controller.clone(),
             shared: self.shared.clone(),
-            agents: Arc::new(grpc::AgentPool::default()),
+            agents: Arc::new(
+                grpc::AgentPool::new(self.config.join_token.as_deref()).map_err(|e| ServerError::Serve(format!("join token: {e}")))?,
+            ),
+            api_tokens: Arc::new(self.config.api_tokens.clone()),
             limits: Arc::new(self.config.limits.clone()),
             policy: Arc::new(policy.clone()),
             prometheus: metrics::handle(),
@@ -185,16 +195,18 @@ impl Server {
         // Re-registered inside the lane, so its connections live on the lane's reactor.
         let grpc_listener = self.grpc.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
         let grpc_stopped = stopped(stop_rx.clone());
+        let join = corral_proto::auth::RequireToken::new(self.config.join_token.clone());
         let grpc = lane.spawn(async move {
             let listener = TcpListener::from_std(grpc_listener).map_err(|e| e.to_string())?;
             tonic::transport::Server::builder()
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(8 << 20)
-                .add_service(
+                .add_service(tonic::service::interceptor::InterceptedService::new(
                     ControlServer::new(control)
                         .max_decoding_message_size(64 << 20)
                         .max_encoding_message_size(256 << 20),
-                )
+                    join,
+                ))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), grpc_stopped)
                 .await
                 .map_err(|e| e.to_string())

@@ -85,6 +85,16 @@ pub struct ServerArgs {
     /// How long a create waits for capacity before ending `no_capacity`.
     #[arg(long, env = "CORRAL_PENDING_TIMEOUT_MS", default_value_t = 60_000)]
     pub pending_timeout_ms: u64,
+    /// An API bearer token clients must present (repeatable; the env var takes
+    /// a comma-separated list).
+    #[arg(long = "token", env = "CORRAL_API_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub tokens: Vec<String>,
+    /// The shared secret dataplanes must present to join.
+    #[arg(long, env = "CORRAL_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// `corral server`: run without any authentication (only behind something that provides it).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -136,6 +146,10 @@ pub enum DriverKind {
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
+    /// Require API tokens even on loopback (always on for other addresses);
+    /// without --token one is generated, printed and saved in DATA_DIR/api-token.
+    #[arg(long)]
+    pub auth: bool,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -150,6 +164,9 @@ pub struct DataplaneArgs {
     /// Where the dataplane keeps its cursor and sandboxes.
     #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data/dataplane")]
     pub data_dir: PathBuf,
+    /// The shared secret the server expects from its dataplanes.
+    #[arg(long, env = "CORRAL_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
     #[command(flatten)]
     pub host: HostArgs,
     /// `--driver sim`: how many simulated hosts this process runs (ids

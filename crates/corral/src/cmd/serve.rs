@@ -28,6 +28,8 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
             pending_timeout_ms: a.pending_timeout_ms,
             ..Policy::default()
         },
+        api_tokens: a.tokens.clone(),
+        join_token: a.join_token.clone(),
         ..ServerConfig::default()
     }
 }
@@ -93,6 +95,15 @@ async fn bind_server(a: &ServerArgs) -> anyhow::Result<Server> {
 }
 
 pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    if (a.tokens.is_empty() || a.join_token.is_none()) && !a.insecure_no_auth {
+        anyhow::bail!(
+            "corral server needs --token (for API clients) and --join-token (for dataplanes), \
+             or --insecure-no-auth to run without authentication"
+        );
+    }
+    if a.insecure_no_auth {
+        tracing::warn!("running WITHOUT authentication (--insecure-no-auth)");
+    }
     let server = bind_server(&a).await?;
     server.serve(super::shutdown_signal()).await?;
     tracing::info!("server stopped");
@@ -100,7 +111,8 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
-    let config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
+    let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
+    config.join_token = a.join_token.clone();
     if a.host.driver == DriverKind::Sim {
         let delay = std::time::Duration::from_millis(a.sim_start_ms);
         corral_dataplane::driver::sim::run_hosts(config, a.hosts, delay, super::shutdown_signal())
@@ -113,12 +125,35 @@ pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+/// `corral up` on loopback is open, like a development agent; with `--auth`
+/// or on any other address it requires tokens, generating what is missing.
+/// Returns the mode for the banner.
+fn up_auth(a: &mut UpArgs) -> anyhow::Result<String> {
+    let loopback = a.server.listen.ip().is_loopback() && a.server.grpc_listen.ip().is_loopback();
+    if !a.auth && loopback && a.server.tokens.is_empty() {
+        return Ok("open: no authentication, loopback only; --auth turns tokens on".into());
+    }
+    if a.server.tokens.is_empty() {
+        let token = corral_core::auth::new_token();
+        std::fs::create_dir_all(&a.server.data_dir)?;
+        let path = a.server.data_dir.join("api-token");
+        std::fs::write(&path, format!("{token}\n"))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        a.server.tokens.push(token.clone());
+        eprintln!("API token (also in {}): export CORRAL_TOKEN={token}", path.display());
+    }
+    a.server.join_token.get_or_insert_with(corral_core::auth::new_token);
+    Ok("API tokens required".into())
+}
+
+pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let auth_mode = up_auth(&mut a)?;
     let server = bind_server(&a.server).await?;
     let grpc_url = format!("http://{}", server.grpc_addr());
     let api_url = format!("http://{}", server.http_addr());
-    let dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host);
+    let mut dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host);
+    dp_config.join_token = a.server.join_token.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -131,7 +166,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         DriverKind::Sim => "simulated: starts no process",
     };
     eprintln!(
-        "corral is up in {:.0?}: API {api_url}, a dataplane on this host ({isolation})\n\
+        "corral is up in {:.0?}: API {api_url} ({auth_mode}), a dataplane on this host ({isolation})\n\
          try: CORRAL_URL={api_url} corral sandbox create --wait",
         started.elapsed()
     );

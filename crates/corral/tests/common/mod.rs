@@ -15,6 +15,10 @@ use corral_client::Client;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
+/// The API token and join token of split clusters (`corral server` requires them).
+pub const API_TOKEN: &str = "test-api-token";
+pub const JOIN_TOKEN: &str = "test-join-token";
+
 /// A free loopback port (bound and released; the test then owns it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -134,6 +138,8 @@ impl Driver {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub driver: Driver,
+    /// More flags for `corral up`.
+    pub extra_up_args: Vec<String>,
     pub api_port: u16,
     pub grpc_port: u16,
     pub server: Option<Proc>,
@@ -151,7 +157,7 @@ impl Cluster {
         let api_port = free_port();
         let grpc_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
-        Cluster { dir, driver, api_port, grpc_port, server: None, dataplane: None, client }
+        Cluster { dir, driver, extra_up_args: Vec::new(), api_port, grpc_port, server: None, dataplane: None, client }
     }
 
     pub fn runtime_dir(&self) -> PathBuf {
@@ -225,6 +231,11 @@ impl Cluster {
         true
     }
 
+    /// Starts `corral up` without waiting for it.
+    pub fn spawn_up_only(&mut self) {
+        self.spawn_up();
+    }
+
     fn spawn_up(&mut self) {
         let c = self;
         let dir = c.server_dir();
@@ -235,14 +246,17 @@ impl Cluster {
             .collect();
         args.extend(["--host-id".to_string(), "local".to_string()]);
         args.extend(c.driver_args());
+        args.extend(c.extra_up_args.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let n = std::fs::read_dir(c.dir.path()).map(|d| d.count()).unwrap_or(0);
         c.server = Some(Proc::spawn(&args, &c.dir.path().join(format!("up-{n}.log"))));
     }
 
-    /// A server and a process-driver dataplane, separately killable.
+    /// A server and a process-driver dataplane, separately killable, with
+    /// authentication on (as `corral server` requires).
     pub async fn split() -> Cluster {
         let mut c = Cluster::new(Driver::Process);
+        c.client = Client::new(&c.url(), Some(API_TOKEN.into())).expect("client");
         c.start_server();
         c.start_dataplane();
         c.wait_ready().await;
@@ -254,21 +268,32 @@ impl Cluster {
         let (api, grpc) = (format!("127.0.0.1:{}", self.api_port), format!("127.0.0.1:{}", self.grpc_port));
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("server-{n}.log"));
-        self.server = Some(Proc::spawn(&["server", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc], &log));
+        let args = [
+            "server", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc,
+            "--token", API_TOKEN, "--join-token", JOIN_TOKEN,
+        ];
+        self.server = Some(Proc::spawn(&args, &log));
     }
 
     pub fn start_dataplane(&mut self) {
-        let dir = self.dataplane_dir();
+        self.dataplane = Some(self.start_dataplane_as("h1", JOIN_TOKEN));
+    }
+
+    /// Another dataplane with its own host id and join token ("h1" is the
+    /// cluster's own, in `dataplane_dir()`).
+    pub fn start_dataplane_as(&self, host: &str, join_token: &str) -> Proc {
+        let dir = if host == "h1" { self.dataplane_dir() } else { self.dir.path().join(format!("dataplane-{host}")) };
         let server = format!("http://127.0.0.1:{}", self.grpc_port);
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("dataplane-{n}.log"));
-        let mut args: Vec<String> = ["dataplane", "--server", &server, "--data-dir", dir.to_str().unwrap(), "--host-id", "h1"]
+        let mut args: Vec<String> =
+            ["dataplane", "--server", &server, "--data-dir", dir.to_str().unwrap(), "--host-id", host, "--join-token", join_token]
             .iter()
             .map(|s| s.to_string())
             .collect();
         args.extend(self.driver_args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.dataplane = Some(Proc::spawn(&args, &log));
+        Proc::spawn(&args, &log)
     }
 
     /// Waits until the API answers and a host has registered.
