@@ -112,7 +112,8 @@ pub async fn run(cfg: &SimConfig) -> Result<SimResult, BenchError> {
     let (api, grpc) = (free_port()?, free_port()?);
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| BenchError::io("create", &cfg.data_dir, e))?;
     let d = |s: &str| cfg.data_dir.join(s).display().to_string();
-    let server_args: Vec<String> = ["server", "--data-dir", &d("server"), "--listen", &format!("127.0.0.1:{api}"), "--grpc-listen", &format!("127.0.0.1:{grpc}")]
+    // Loopback only, for one run: no tokens needed.
+    let server_args: Vec<String> = ["server", "--insecure-no-auth", "--data-dir", &d("server"), "--listen", &format!("127.0.0.1:{api}"), "--grpc-listen", &format!("127.0.0.1:{grpc}")]
         .map(String::from)
         .to_vec();
     let server = spawn(&cfg.binary, &server_args, &cfg.data_dir.join("server.log"))?;
