@@ -49,8 +49,10 @@ pub async fn fixture(name: &str) -> Option<Fixture> {
     let pid = std::process::id();
     let mut cfg = RuntimeConfig::new(dir.path().join("state"));
     cfg.cgroup_parent = format!("corral-test-{name}-{pid}");
-    // A private id range per test process (64 slots).
-    cfg.id_base = 200_000 + (pid % 512) * 64 * 65_536;
+    // A private id range per test process (64 slots), above the default
+    // range (100000 + 16384 slots) other crates' tests use and below the
+    // benchmark's (3e9).
+    cfg.id_base = 1_200_000_000 + (pid % 256) * 64 * 65_536;
     cfg.id_slots = 64;
     cfg.spawner_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_corral-runtime-helper")));
     let template = base_template(&dir.path().join("templates")).unwrap();
