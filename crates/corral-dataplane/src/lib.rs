@@ -43,6 +43,7 @@ mod usage;
 pub use config::{default_host_id, DataplaneConfig};
 pub use driver::native::{local_templates, NativeConfig, NativeDriver};
 pub use driver::process::ProcessDriver;
+pub use driver::sim::SimDriver;
 pub use driver::{Driver, DriverError};
 pub use error::DataplaneError;
 pub use pool::PoolConf;

@@ -21,15 +21,36 @@ pub struct SimDriver {
     start_delay: Duration,
     /// Running sandboxes: sending (or dropping) ends them.
     running: Mutex<HashMap<String, oneshot::Sender<&'static str>>>,
+    /// Unclaimed pool members (a prewarm takes `start_delay`, a claim nothing).
+    members: Mutex<std::collections::HashSet<String>>,
+    member_seq: std::sync::atomic::AtomicU64,
 }
 
 impl SimDriver {
     pub fn new(start_delay: Duration) -> Self {
-        SimDriver { start_delay, running: Mutex::new(HashMap::new()) }
+        SimDriver {
+            start_delay,
+            running: Mutex::new(HashMap::new()),
+            members: Mutex::new(Default::default()),
+            member_seq: Default::default(),
+        }
     }
 
     pub fn running(&self) -> usize {
         self.running.lock().len()
+    }
+
+    /// Unclaimed pool members.
+    pub fn members(&self) -> usize {
+        self.members.lock().len()
+    }
+
+    fn run(&self, id: &str) -> Started {
+        let (tx, rx) = oneshot::channel();
+        self.running.lock().insert(id.to_string(), tx);
+        let exited: BoxFuture<'static, Exit> =
+            Box::pin(async move { Exit::plain(rx.await.unwrap_or("simulated sandbox dropped")) });
+        Started { exited }
     }
 }
 
@@ -43,11 +64,44 @@ impl Driver for SimDriver {
             if !self.start_delay.is_zero() {
                 tokio::time::sleep(self.start_delay).await;
             }
-            let (tx, rx) = oneshot::channel();
-            self.running.lock().insert(id.to_string(), tx);
-            let exited: BoxFuture<'static, Exit> =
-                Box::pin(async move { Exit::plain(rx.await.unwrap_or("simulated sandbox dropped")) });
-            Ok(Started { exited })
+            Ok(self.run(id))
+        })
+    }
+
+    fn supports_pools(&self) -> bool {
+        true
+    }
+
+    fn prewarm<'a>(&'a self, _template: &'a str) -> BoxFuture<'a, Result<String, DriverError>> {
+        Box::pin(async move {
+            if !self.start_delay.is_zero() {
+                tokio::time::sleep(self.start_delay).await;
+            }
+            let n = self.member_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = format!("wp-sim-{n}");
+            self.members.lock().insert(id.clone());
+            Ok(id)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        member: &'a str,
+        sandbox_id: &'a str,
+        _spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<Started, DriverError>> {
+        Box::pin(async move {
+            if !self.members.lock().remove(member) {
+                return Err(DriverError::NotFound(member.to_string()));
+            }
+            Ok(self.run(sandbox_id))
+        })
+    }
+
+    fn discard<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            self.members.lock().remove(member);
+            Ok(())
         })
     }
 

@@ -34,6 +34,8 @@ pub struct Script {
     pub withhold_acks: bool,
     pub acked: u64,
     pub epoch: u64,
+    /// The pools of the last heartbeat.
+    pub pools: Vec<corral_proto::v1::PoolStatus>,
 }
 
 /// An event as received. Seqs restart with each dataplane process, so an
@@ -131,6 +133,7 @@ impl Control for FakeControl {
         let req = req.into_inner();
         let mut s = self.script.lock();
         s.heartbeats += 1;
+        s.pools = req.pools.clone();
         let generation = s.registers.len();
         s.events.extend(req.events.iter().map(|e| Seen {
             generation,
@@ -281,6 +284,16 @@ impl Harness {
         let _ = std::fs::remove_file(self.data_dir.join("agent.addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(corral_dataplane::run(config, async move {
+            let _ = rx.await;
+        }));
+        self.dataplane = Some((handle, tx));
+    }
+
+    /// Like [`Harness::start`], with any driver.
+    pub fn start_with(&mut self, config: DataplaneConfig, driver: std::sync::Arc<dyn corral_dataplane::Driver>) {
+        let _ = std::fs::remove_file(self.data_dir.join("agent.addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(corral_dataplane::run_with_driver(config, driver, async move {
             let _ = rx.await;
         }));
         self.dataplane = Some((handle, tx));

@@ -1,0 +1,279 @@
+//! Warm pools end to end: a real dataplane against the scripted Control
+//! server. Claims, refill, cold fallback, single use and restart run on the
+//! native driver (skipped when not root or no spawner binary is built);
+//! eviction order and settings persistence run on the sim driver.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use corral_dataplane::{DataplaneConfig, NativeConfig, NativeDriver, PoolConf, SimDriver};
+use corral_proto::v1::{
+    command, AddSandbox, Command, EventKind, ExecRequest, PoolSpec, PoolStatus, ReadFileRequest, SandboxSpec,
+    SetPool, WriteFileRequest,
+};
+
+fn set_pool(seq: u64, template: &str, min: u32, max: u32, buffer: u32) -> Command {
+    Command {
+        seq,
+        kind: Some(command::Kind::SetPool(SetPool {
+            pool: Some(PoolSpec { template: template.into(), min, max, buffer }),
+        })),
+        decided_at_us: 0,
+    }
+}
+
+fn add_t(seq: u64, id: &str, template: &str) -> Command {
+    let mut s = spec();
+    s.template = template.into();
+    s.env.insert("FOO".into(), "bar".into());
+    Command {
+        seq,
+        kind: Some(command::Kind::Add(AddSandbox { sandbox_id: id.into(), spec: Some::<SandboxSpec>(s) })),
+        decided_at_us: 0,
+    }
+}
+
+fn pool<'a>(s: &'a Script, template: &str) -> Option<&'a PoolStatus> {
+    s.pools.iter().find(|p| p.template == template)
+}
+
+fn start_path(s: &Script, id: &str) -> Option<String> {
+    s.distinct(EventKind::Started).into_iter().rev().find(|e| e.sandbox_id == id).map(|e| e.start_path)
+}
+
+async fn wait_long(h: &Harness, what: &str, secs: u64, cond: impl Fn(&Script) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond(&h.control.script.lock()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; pools: {:?}", h.script(|s| s.pools.clone()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- native fixture
+
+/// The runtime dir and cgroup parent of one test; removes every sandbox,
+/// cgroup and dir on drop, even when the test panics.
+struct NativeEnv {
+    _dir: tempfile::TempDir,
+    rt_cfg: corral_runtime::RuntimeConfig,
+    native: NativeConfig,
+}
+
+impl Drop for NativeEnv {
+    fn drop(&mut self) {
+        corral_runtime::force_cleanup(&self.rt_cfg);
+    }
+}
+
+/// A binary that runs the runtime's spawner: `$CORRAL_SPAWNER_EXE`, or
+/// `corral-runtime-helper` / `corral` next to this test's `deps` dir (cargo
+/// and nextest build them with the workspace).
+fn spawner_exe() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CORRAL_SPAWNER_EXE") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    ["corral-runtime-helper", "corral"].iter().map(|n| profile_dir.join(n)).find(|p| p.is_file())
+}
+
+async fn native_env(name: &str) -> Option<(NativeEnv, Arc<NativeDriver>)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP {name}: not root (the native driver needs root)");
+        return None;
+    }
+    let Some(exe) = spawner_exe() else {
+        eprintln!("SKIP {name}: no spawner binary (build corral-runtime-helper or set CORRAL_SPAWNER_EXE)");
+        return None;
+    };
+    let dir = tempfile::Builder::new().prefix(&format!("corral-pool-{name}-")).tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut native = NativeConfig::new(dir.path().join("rt"));
+    native.cgroup_parent = format!("corral-test-pool-{name}-{}", std::process::id());
+    native.spawner_exe = Some(exe);
+    native.disk_mb = 64;
+    let mut rt_cfg = corral_runtime::RuntimeConfig::new(native.runtime_dir.join("state"));
+    rt_cfg.cgroup_parent = native.cgroup_parent.clone();
+    let env = NativeEnv { _dir: dir, rt_cfg, native };
+    let driver = Arc::new(NativeDriver::new(env.native.clone()).await.expect("native driver"));
+    Some((env, driver))
+}
+
+fn runtime_id(env: &NativeEnv, sandbox_id: &str) -> String {
+    std::fs::read_to_string(env.native.runtime_dir.join("claims").join(sandbox_id)).expect("claim file")
+}
+
+async fn exec(h: &Harness, id: &str, script: &str) -> String {
+    let out = h
+        .agent()
+        .await
+        .exec(ExecRequest { sandbox_id: id.into(), cmd: vec!["/bin/sh".into(), "-c".into(), script.into()], ..Default::default() })
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_warm_claims_refill_and_fall_back_to_cold() {
+    let Some((_env, driver)) = native_env("warm").await else { return };
+    let mut h = Harness::new().await;
+    h.start_with(h.config(), driver);
+    h.bootstrap().await;
+    h.control.push(batch(vec![set_pool(1, "base", 10, 0, 0)]));
+    wait_long(&h, "10 ready members", 120, |s| pool(s, "base").is_some_and(|p| p.ready == 10 && p.target == 10)).await;
+
+    let ids: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    h.control.push(batch(ids.iter().enumerate().map(|(i, id)| add_t(2 + i as u64, id, "base")).collect()));
+    for id in &ids {
+        h.wait_for("STARTED", |s| s.count(EventKind::Started, id) == 1).await;
+    }
+    h.script(|s| {
+        for id in &ids {
+            assert_eq!(start_path(s, id).as_deref(), Some("warm"), "{id}");
+        }
+    });
+    // Bound to its tenant: hostname, env.
+    assert_eq!(exec(&h, "w3", "cat /proc/sys/kernel/hostname; echo $FOO").await, "w3\nbar\n");
+    // The pool refills behind the claims.
+    wait_long(&h, "refill to 10", 120, |s| pool(s, "base").is_some_and(|p| p.ready == 10 && p.allocated == 10)).await;
+
+    // More claims than ready members: the rest start cold and still run.
+    let more: Vec<String> = (0..15).map(|i| format!("x{i}")).collect();
+    h.control.push(batch(more.iter().enumerate().map(|(i, id)| add_t(12 + i as u64, id, "base")).collect()));
+    for id in &more {
+        wait_long(&h, "STARTED", 60, |s| s.count(EventKind::Started, id) == 1).await;
+    }
+    let (warm, cold) = h.script(|s| {
+        let paths: Vec<String> = more.iter().map(|id| start_path(s, id).unwrap()).collect();
+        (paths.iter().filter(|p| *p == "warm").count(), paths.iter().filter(|p| *p == "cold").count())
+    });
+    assert!(warm >= 10 && cold >= 1 && warm + cold == 15, "warm {warm}, cold {cold}");
+    assert_eq!(h.script(|s| s.distinct(EventKind::StartFailed).len()), 0);
+    assert_eq!(exec(&h, "x14", "cat /proc/sys/kernel/hostname").await, "x14\n");
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_released_sandbox_is_never_reused_and_restart_adopts_claims() {
+    let Some((env, driver)) = native_env("single").await else { return };
+    let mut h = Harness::new().await;
+    let mut config = h.config();
+    config.pool_wait_ms = 0;
+    h.start_with(config.clone(), driver);
+    h.bootstrap().await;
+    h.control.push(batch(vec![set_pool(1, "base", 2, 0, 0)]));
+    wait_long(&h, "2 ready", 60, |s| pool(s, "base").is_some_and(|p| p.ready == 2)).await;
+
+    h.control.push(batch(vec![add_t(2, "a", "base")]));
+    h.wait_for("a started", |s| s.count(EventKind::Started, "a") == 1).await;
+    assert_eq!(h.script(|s| start_path(s, "a")).as_deref(), Some("warm"));
+    let mut agent = h.agent().await;
+    agent
+        .write_file(WriteFileRequest { sandbox_id: "a".into(), path: "/tmp/secret".into(), content: b"a's".to_vec(), mode: 0 })
+        .await
+        .expect("write");
+    let rt_a = runtime_id(&env, "a");
+    h.control.push(batch(vec![remove(3, "a", "deleted")]));
+    h.wait_for("a stopped", |s| s.count(EventKind::Stopped, "a") == 1).await;
+    assert!(!env.native.runtime_dir.join("state").join(&rt_a).exists(), "a's runtime state (writable layer) is gone");
+    assert!(!env.native.runtime_dir.join("claims/a").exists());
+
+    wait_long(&h, "2 ready again", 60, |s| pool(s, "base").is_some_and(|p| p.ready == 2)).await;
+    h.control.push(batch(vec![add_t(4, "b", "base")]));
+    h.wait_for("b started", |s| s.count(EventKind::Started, "b") == 1).await;
+    assert_eq!(h.script(|s| start_path(s, "b")).as_deref(), Some("warm"));
+    let rt_b = runtime_id(&env, "b");
+    assert_ne!(rt_a, rt_b);
+    let read = agent.read_file(ReadFileRequest { sandbox_id: "b".into(), path: "/tmp/secret".into() }).await;
+    assert_eq!(read.expect_err("b must not see a's file").code(), tonic::Code::NotFound);
+    wait_long(&h, "2 ready before the crash", 60, |s| pool(s, "base").is_some_and(|p| p.ready == 2 && p.warming == 0)).await;
+
+    // Restart: a new process (and runtime) on the same dirs. The claimed
+    // sandbox is adopted; the unclaimed members are destroyed; the persisted
+    // setting refills the pool with fresh ones.
+    let left: Vec<String> = std::fs::read_dir(env.native.runtime_dir.join("pool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    h.crash().await;
+    let driver = Arc::new(NativeDriver::new(env.native.clone()).await.expect("native driver"));
+    h.start_with(config, driver);
+    wait_long(&h, "b adopted", 30, |s| s.registers.len() == 2 && s.events.iter().any(|e| e.generation == 2 && e.event.sandbox_id == "b" && e.event.kind == EventKind::Started as i32)).await;
+    assert_eq!(exec(&h, "b", "cat /proc/sys/kernel/hostname; echo $FOO").await, "b\nbar\n");
+    wait_long(&h, "fresh members", 60, |s| s.registers.len() == 2 && pool(s, "base").is_some_and(|p| p.ready == 2)).await;
+    let state = env.native.runtime_dir.join("state");
+    wait_long(&h, "old members destroyed", 30, |_| left.iter().all(|m| !state.join(m).exists())).await;
+    assert_eq!(runtime_id(&env, "b"), rt_b);
+    h.stop().await.unwrap();
+}
+
+// ---- sim driver: policy end to end, no isolation needed
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_host_evicts_ready_members_in_order_and_never_an_allocated_one() {
+    let mut h = Harness::new().await;
+    let driver = Arc::new(SimDriver::new(Duration::ZERO));
+    let mut config: DataplaneConfig = h.config();
+    config.max_sandboxes = 5;
+    // p: both ready members are above min (class "above min"); q: both at
+    // or below min (the last class).
+    config.pools = vec![PoolConf::parse("p=0:2:2").unwrap(), PoolConf::parse("q=2:2:0").unwrap()];
+    h.start_with(config, driver.clone());
+    h.bootstrap().await;
+    let ready = |s: &Script, t: &str| pool(s, t).map(|p| p.ready);
+    h.wait_for("pools ready", |s| ready(s, "p") == Some(2) && ready(s, "q") == Some(2)).await;
+
+    h.control.push(batch(vec![add_t(1, "alloc", "p")]));
+    h.wait_for("alloc started", |s| s.count(EventKind::Started, "alloc") == 1).await;
+    assert_eq!(h.script(|s| start_path(s, "alloc")).as_deref(), Some("warm"));
+    h.wait_for("p refilled", |s| ready(s, "p") == Some(2) && ready(s, "q") == Some(2) && pool(s, "p").unwrap().allocated == 1).await;
+
+    // Cold starts of a template without a pool, each needing one slot.
+    let expect = [(2, 1, 2), (3, 0, 2), (4, 0, 1), (5, 0, 0)];
+    for (seq, p_ready, q_ready) in expect {
+        let id = format!("r{seq}");
+        h.control.push(batch(vec![add_t(seq, &id, "r")]));
+        h.wait_for("cold start", |s| s.count(EventKind::Started, &id) == 1).await;
+        assert_eq!(h.script(|s| start_path(s, &id)).as_deref(), Some("cold"));
+        h.wait_for("eviction seen", |s| ready(s, "p") == Some(p_ready) && ready(s, "q") == Some(q_ready)).await;
+    }
+    // Nothing left to evict: the start fails, the allocated sandbox lives on.
+    h.control.push(batch(vec![add_t(6, "r6", "r")]));
+    h.wait_for("start failed", |s| s.count(EventKind::StartFailed, "r6") == 1).await;
+    let failed = h.script(|s| s.distinct(EventKind::StartFailed)[0].message.clone());
+    assert!(failed.contains("capacity"), "{failed}");
+    h.script(|s| {
+        assert_eq!(s.count(EventKind::Stopped, "alloc") + s.count(EventKind::Exited, "alloc"), 0);
+    });
+    assert_eq!(driver.running(), 5);
+    assert_eq!(driver.members(), 0);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_settings_survive_a_restart_and_a_full_sync_replaces_them() {
+    let mut h = Harness::new().await;
+    let config = h.config();
+    h.start_with(config.clone(), Arc::new(SimDriver::new(Duration::from_millis(5))));
+    h.bootstrap().await;
+    h.control.push(batch(vec![set_pool(1, "p", 3, 5, 1)]));
+    h.wait_for("3 ready", |s| pool(s, "p").is_some_and(|p| p.ready == 3 && p.target == 3)).await;
+    h.stop().await.unwrap();
+
+    let driver = Arc::new(SimDriver::new(Duration::from_millis(5)));
+    h.start_with(config, driver.clone());
+    h.wait_for("3 ready after restart", |s| s.registers.len() == 2 && pool(s, "p").is_some_and(|p| p.ready == 3)).await;
+    // A full sync lists every setting in force: none.
+    h.control.push(full_sync(1, 1, &[]));
+    h.wait_for("pool gone", |s| pool(s, "p").is_none()).await;
+    h.wait_until("members discarded", || driver.members() == 0).await;
+    h.stop().await.unwrap();
+}
