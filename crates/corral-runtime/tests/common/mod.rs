@@ -14,6 +14,8 @@ pub struct Fixture {
     pub cfg: RuntimeConfig,
     pub template: Template,
     pub dir: tempfile::TempDir,
+    /// Held for the life of the test process: no other test uses its ids.
+    _id_lock: std::fs::File,
 }
 
 impl Drop for Fixture {
@@ -38,6 +40,22 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Takes one of 256 id blocks with an exclusive flock, so concurrently
+/// running test processes never share a uid range.
+fn claim_id_block() -> (u32, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let dir = std::path::Path::new("/var/tmp/corral-test-idblocks");
+    std::fs::create_dir_all(dir).unwrap();
+    for k in 0..256u32 {
+        let f = std::fs::File::create(dir.join(k.to_string())).unwrap();
+        // SAFETY: flock on a file we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (k, f);
+        }
+    }
+    panic!("all 256 test id blocks are in use");
+}
+
 /// Returns the fixture, or None (after printing why) when the host cannot run it.
 pub async fn fixture(name: &str) -> Option<Fixture> {
     if let Some(why) = skip_reason() {
@@ -52,12 +70,13 @@ pub async fn fixture(name: &str) -> Option<Fixture> {
     // A private id range per test process (64 slots), above the default
     // range (100000 + 16384 slots) other crates' tests use and below the
     // benchmark's (3e9).
-    cfg.id_base = 1_200_000_000 + (pid % 256) * 64 * 65_536;
+    let (block, id_lock) = claim_id_block();
+    cfg.id_base = 1_200_000_000 + block * 64 * 65_536;
     cfg.id_slots = 64;
     cfg.spawner_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_corral-runtime-helper")));
     let template = base_template(&dir.path().join("templates")).unwrap();
     let rt = Runtime::new(cfg.clone()).await.unwrap();
-    Some(Fixture { rt, cfg, template, dir })
+    Some(Fixture { rt, cfg, template, dir, _id_lock: id_lock })
 }
 
 impl Fixture {
