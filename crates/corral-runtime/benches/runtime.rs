@@ -201,6 +201,23 @@ async fn memory(rt: &Runtime, t: &Template, n: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = meminfo("MemAvailable:");
     let slab_after = meminfo("Slab:");
+    let idle0 = cpu_seconds(rt);
+    let inits: Vec<i32> = rt.list().await.expect("list").iter().map(|id| rt.init_pid(id).expect("pid")).collect();
+    let init_ticks = |pids: &[i32]| -> f64 {
+        pids.iter()
+            .map(|p| {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]).to_string();
+                let f: Vec<f64> = after.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+                f.get(11..13).map_or(0.0, |v| v.iter().sum::<f64>()) / 100.0
+            })
+            .sum()
+    };
+    let inits0 = init_ticks(&inits);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle1 = cpu_seconds(rt);
+    let idle_cpu = (idle1.0 - idle0.0) + (idle1.1 - idle0.1) + (init_ticks(&inits) - inits0);
+    println!("{:<44} {:.3} CPU-seconds in 2 s (runtime + spawner + inits)", format!("idle CPU, {n} sandboxes"), idle_cpu);
     let ids = rt.list().await.expect("list");
     let pss: u64 = ids.iter().map(|id| pss_kib(rt.init_pid(id).expect("pid"))).sum();
     let cg: u64 = ids.iter().map(|id| rt.stats(id).expect("stats").memory_bytes).sum();
