@@ -133,6 +133,18 @@ pub struct HostArgs {
     /// Native driver: most processes one sandbox may run.
     #[arg(long, env = "CORRAL_PIDS_MAX", default_value_t = 1024)]
     pub pids_max: u32,
+    /// Warm pool preset TEMPLATE=MIN[:MAX[:BUFFER]] (repeatable); a pool
+    /// setting from the server for the same template replaces it.
+    #[arg(long = "pool", env = "CORRAL_POOLS", value_delimiter = ',', value_parser = parse_pool)]
+    pub pools: Vec<corral_dataplane::PoolConf>,
+    /// How long a start waits for a pool sandbox that is already warming
+    /// before it starts cold (0: never waits).
+    #[arg(long, env = "CORRAL_POOL_WAIT_MS", default_value_t = 50)]
+    pub pool_wait_ms: u64,
+    /// Most sandboxes this host holds (running plus unclaimed pool ones); a
+    /// start past it evicts ready pool sandboxes first, then fails.
+    #[arg(long, env = "CORRAL_MAX_SANDBOXES", default_value_t = 10_000)]
+    pub max_sandboxes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -418,4 +430,8 @@ pub struct PoolSetArgs {
     /// Ready sandboxes kept beyond the forecast demand.
     #[arg(long, default_value_t = 0)]
     pub buffer: u32,
+}
+
+fn parse_pool(s: &str) -> Result<corral_dataplane::PoolConf, String> {
+    corral_dataplane::PoolConf::parse(s)
 }

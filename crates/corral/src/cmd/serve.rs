@@ -42,6 +42,9 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> Datapl
         c.start_concurrency = n;
     }
     c.stop_sandboxes_on_shutdown = h.stop_sandboxes_on_exit;
+    c.pools = h.pools.clone();
+    c.pool_wait_ms = h.pool_wait_ms;
+    c.max_sandboxes = h.max_sandboxes;
     if h.driver == DriverKind::Native {
         c.templates = corral_dataplane::local_templates(&templates_dir(h));
     }
