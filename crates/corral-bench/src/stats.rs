@@ -99,7 +99,9 @@ pub fn ready_after(records: &[Record]) -> ReadyAfter {
     }
 }
 
-/// Live sandboxes sampled every `step_ms` from 0 through `end_ms`.
+/// Live sandboxes per `step_ms` bucket from 0 through `end_ms`: each bucket
+/// holds the most sandboxes alive at once during it, so a sandbox that lives
+/// for less than a bucket still counts and `peak` is the exact peak.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Timeline {
     pub step_ms: f64,
@@ -109,30 +111,41 @@ pub struct Timeline {
 }
 
 /// A sandbox is live from `created_at_ms` (inclusive) until `destroyed_at_ms`
-/// (exclusive), or until `end_ms` if it was never destroyed.
+/// (exclusive), or until the end if it was never destroyed.
 pub fn timeline(records: &[Record], end_ms: f64, step_ms: f64) -> Timeline {
-    let steps = if end_ms <= 0.0 { 1 } else { (end_ms / step_ms).floor() as usize + 1 };
-    // Sweep: +1 at the first sample at or after creation, -1 at the first
-    // sample at or after destruction.
-    let mut delta = vec![0i64; steps + 1];
-    let slot = |t: f64| ((t / step_ms).ceil().max(0.0) as usize).min(steps);
+    let buckets = if end_ms <= 0.0 { 1 } else { (end_ms / step_ms).floor() as usize + 1 };
+    let mut events: Vec<(f64, i64)> = Vec::new();
     for r in records {
         let Some(c) = r.created_at_ms else { continue };
-        let d = r.destroyed_at_ms.map(slot).unwrap_or(steps);
-        let c = slot(c);
-        if c < d {
-            delta[c] += 1;
-            delta[d] -= 1;
+        match r.destroyed_at_ms {
+            Some(d) if d <= c => continue,
+            Some(d) => events.extend([(c, 1), (d, -1)]),
+            None => events.push((c, 1)),
         }
     }
-    let mut live = Vec::with_capacity(steps);
-    let mut acc = 0i64;
-    for d in delta.iter().take(steps) {
-        acc += d;
-        live.push(acc.max(0) as u32);
+    // Ends before starts at the same instant: the interval is half-open.
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let bucket = |t: f64| ((t.max(0.0) / step_ms).floor() as usize).min(buckets - 1);
+    let mut live = vec![0u32; buckets];
+    let (mut now, mut peak, mut peak_at) = (0i64, 0i64, 0.0);
+    let mut filled = 0; // buckets before this one carry `now` as their level
+    for (t, d) in events {
+        let b = bucket(t);
+        while filled < b {
+            filled += 1;
+            live[filled] = live[filled].max(now as u32);
+        }
+        now += d;
+        live[b] = live[b].max(now.max(0) as u32);
+        if now > peak {
+            (peak, peak_at) = (now, t);
+        }
     }
-    let (peak_i, peak) = live.iter().enumerate().fold((0, 0), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-    Timeline { step_ms, live, peak, peak_at_ms: peak_i as f64 * step_ms }
+    while filled + 1 < buckets {
+        filled += 1;
+        live[filled] = live[filled].max(now.max(0) as u32);
+    }
+    Timeline { step_ms, live, peak: peak as u32, peak_at_ms: peak_at }
 }
 
 /// A stretch of submissions with no gap longer than the timeline step.

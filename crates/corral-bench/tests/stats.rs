@@ -76,14 +76,18 @@ fn summary_views_and_ready_after() {
 #[test]
 fn timeline_sweep_at_100ms() {
     let records = vec![
-        ready(0, 0.0, 10.0, Some(250.0)),  // live at 0, 100, 200
-        ready(1, 150.0, 160.0, Some(450.0)), // live at 200, 300, 400
-        ready(2, 50.0, 60.0, None),          // live from 100 to the end
+        ready(0, 0.0, 10.0, Some(250.0)),    // [0, 250)
+        ready(1, 150.0, 160.0, Some(450.0)), // [150, 450)
+        ready(2, 50.0, 60.0, None),          // [50, end)
         failed(3),                           // never live
+        ready(4, 310.0, 320.0, Some(330.0)), // [310, 330): shorter than a bucket
     ];
+    // Buckets of 100 ms up to the end (450): the most alive at once in each.
+    // [0,100): A, then A+C = 2; [100,200): +B = 3; [200,300): 3 until A ends;
+    // [300,400): B+C, +E = 3; [400,500): 2, then B ends at 450.
     let t = timeline(&records, stats::end_of(&records), 100.0);
-    assert_eq!(t.live, vec![1, 2, 3, 2, 2]);
-    assert_eq!((t.peak, t.peak_at_ms), (3, 200.0));
+    assert_eq!(t.live, vec![2, 3, 3, 3, 2]);
+    assert_eq!((t.peak, t.peak_at_ms), (3, 150.0));
 }
 
 #[test]
