@@ -22,7 +22,10 @@ fn main() {
     cfg.id_base = 3_000_000_000;
     cfg.id_slots = 2048;
     let guard = Cleanup(cfg.clone(), root.clone());
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
     tokio.block_on(run(cfg, &root, quick));
     drop(guard);
 }
@@ -39,7 +42,10 @@ impl Drop for Cleanup {
 async fn run(cfg: RuntimeConfig, root: &std::path::Path, quick: bool) {
     let template = base_template(&root.join("templates")).expect("base template");
     let rt = Runtime::new(cfg).await.expect("runtime");
-    println!("corral-runtime benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "corral-runtime benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     baseline_fork_exec();
     sequential(&rt, &template, if quick { 50 } else { 200 }).await;
     burst(&rt, &template, 100).await;
@@ -111,7 +117,9 @@ fn cpu_seconds(rt: &Runtime) -> (f64, f64) {
     let of = |pid: Option<u32>| -> f64 {
         let Some(pid) = pid else { return 0.0 };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            return 0.0;
+        };
         let f: Vec<f64> = after.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
         // utime, stime, cutime, cstime are fields 14..17 (11..14 after the comm).
         f.get(11..15).map_or(0.0, |v| v.iter().sum::<f64>()) / tick
@@ -125,9 +133,7 @@ async fn burst(rt: &Runtime, t: &Template, n: usize) {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let (rt, cfg) = (rt.clone(), config(t, format!("burst{n}-{i}")));
-            tokio::spawn(async move {
-                rt.create(cfg).await.map(|_| t0.elapsed())
-            })
+            tokio::spawn(async move { rt.create(cfg).await.map(|_| t0.elapsed()) })
         })
         .collect();
     let mut done = Vec::with_capacity(n);
@@ -151,11 +157,21 @@ async fn burst(rt: &Runtime, t: &Template, n: usize) {
     );
     let t1 = Instant::now();
     let ids = rt.list().await.expect("list");
-    let tasks: Vec<_> = ids.into_iter().map(|id| { let rt = rt.clone(); tokio::spawn(async move { rt.destroy(&id).await }) }).collect();
+    let tasks: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let rt = rt.clone();
+            tokio::spawn(async move { rt.destroy(&id).await })
+        })
+        .collect();
     for task in tasks {
         task.await.expect("join").expect("destroy");
     }
-    println!("{:<44} {:.3} s", format!("burst of {n}: destroy all"), t1.elapsed().as_secs_f64());
+    println!(
+        "{:<44} {:.3} s",
+        format!("burst of {n}: destroy all"),
+        t1.elapsed().as_secs_f64()
+    );
     let cpu1 = cpu_seconds(rt);
     let (rt_cpu, sp_cpu) = ((cpu1.0 - cpu0.0) / n as f64, (cpu1.1 - cpu0.1) / n as f64);
     let cpu = rt_cpu + sp_cpu;
@@ -196,13 +212,21 @@ async fn memory(rt: &Runtime, t: &Template, n: usize) {
     let before = meminfo("MemAvailable:");
     let slab_before = meminfo("Slab:");
     for i in 0..n {
-        rt.create(config(t, format!("idle-{i}"))).await.expect("create");
+        rt.create(config(t, format!("idle-{i}")))
+            .await
+            .expect("create");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = meminfo("MemAvailable:");
     let slab_after = meminfo("Slab:");
     let idle0 = cpu_seconds(rt);
-    let inits: Vec<i32> = rt.list().await.expect("list").iter().map(|id| rt.init_pid(id).expect("pid")).collect();
+    let inits: Vec<i32> = rt
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .map(|id| rt.init_pid(id).expect("pid"))
+        .collect();
     let init_ticks = |pids: &[i32]| -> f64 {
         pids.iter()
             .map(|p| {
@@ -217,10 +241,20 @@ async fn memory(rt: &Runtime, t: &Template, n: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle1 = cpu_seconds(rt);
     let idle_cpu = (idle1.0 - idle0.0) + (idle1.1 - idle0.1) + (init_ticks(&inits) - inits0);
-    println!("{:<44} {:.3} CPU-seconds in 2 s (runtime + spawner + inits)", format!("idle CPU, {n} sandboxes"), idle_cpu);
+    println!(
+        "{:<44} {:.3} CPU-seconds in 2 s (runtime + spawner + inits)",
+        format!("idle CPU, {n} sandboxes"),
+        idle_cpu
+    );
     let ids = rt.list().await.expect("list");
-    let pss: u64 = ids.iter().map(|id| pss_kib(rt.init_pid(id).expect("pid"))).sum();
-    let cg: u64 = ids.iter().map(|id| rt.stats(id).expect("stats").memory_bytes).sum();
+    let pss: u64 = ids
+        .iter()
+        .map(|id| pss_kib(rt.init_pid(id).expect("pid")))
+        .sum();
+    let cg: u64 = ids
+        .iter()
+        .map(|id| rt.stats(id).expect("stats").memory_bytes)
+        .sum();
     println!(
         "{:<44} host MemAvailable -{:.0} KiB/sandbox (kernel slab +{:.0} KiB), init PSS {:.0} KiB, memory cgroup {:.0} KiB",
         format!("idle memory, {n} sandboxes"),
@@ -239,7 +273,10 @@ async fn exec_round_trip(rt: &Runtime, t: &Template, n: usize) {
     let mut d = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        let out = rt.exec_buffered("exec", ExecSpec::new(["/bin/true"])).await.expect("exec");
+        let out = rt
+            .exec_buffered("exec", ExecSpec::new(["/bin/true"]))
+            .await
+            .expect("exec");
         assert_eq!(out.exit_code, 0);
         d.push(t0.elapsed());
     }
@@ -247,7 +284,13 @@ async fn exec_round_trip(rt: &Runtime, t: &Template, n: usize) {
     let mut d = Vec::with_capacity(n);
     for _ in 0..n / 5 {
         let t0 = Instant::now();
-        let out = rt.exec_buffered("exec", ExecSpec::new(["/usr/bin/python3", "-S", "-c", "pass"])).await.expect("exec");
+        let out = rt
+            .exec_buffered(
+                "exec",
+                ExecSpec::new(["/usr/bin/python3", "-S", "-c", "pass"]),
+            )
+            .await
+            .expect("exec");
         assert_eq!(out.exit_code, 0);
         d.push(t0.elapsed());
     }

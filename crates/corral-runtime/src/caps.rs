@@ -49,7 +49,15 @@ pub(crate) fn restrict_bounding_set() -> Result<(), String> {
         }
     }
     // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     clear_inheritable()
 }
 
@@ -70,7 +78,10 @@ struct CapData {
 const CAP_V3: u32 = 0x2008_0522;
 
 fn clear_inheritable() -> Result<(), String> {
-    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: capget/capset with a v3 header and two data words, as the ABI wants.
     unsafe {

@@ -18,7 +18,10 @@ pub fn force_cleanup(cfg: &RuntimeConfig) {
         let cgroup = match paths.read_meta() {
             Some(meta) => {
                 if state::init_alive(&meta) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(meta.pid), nix::sys::signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(meta.pid),
+                        nix::sys::signal::SIGKILL,
+                    );
                     let deadline = Instant::now() + Duration::from_secs(5);
                     while state::init_alive(&meta) && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(5));

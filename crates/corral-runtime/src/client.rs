@@ -13,7 +13,9 @@ use crate::protocol::{self, ExecRequest, InitReply, InitRequest, Kind};
 const MAX_READ: usize = 256 << 20;
 
 async fn connect(socket: &Path) -> Result<UnixStream> {
-    UnixStream::connect(socket).await.map_err(|e| RuntimeError::io(format!("connect {}", socket.display()), e))
+    UnixStream::connect(socket)
+        .await
+        .map_err(|e| RuntimeError::io(format!("connect {}", socket.display()), e))
 }
 
 fn proto(e: std::io::Error) -> RuntimeError {
@@ -41,14 +43,18 @@ async fn expect_reply(conn: &mut UnixStream) -> Result<InitReply> {
 pub(crate) async fn ping(socket: &Path, timeout: Duration) -> Result<()> {
     let attempt = async {
         let mut conn = connect(socket).await?;
-        protocol::write_json(&mut conn, Kind::Request, &InitRequest::Ping).await.map_err(proto)?;
+        protocol::write_json(&mut conn, Kind::Request, &InitRequest::Ping)
+            .await
+            .map_err(proto)?;
         match expect_reply(&mut conn).await {
             Ok(InitReply::Pong { setup_us, .. }) => {
                 tracing::trace!(socket = %socket.display(), ?setup_us, "init ready");
                 Ok(())
             }
             Ok(InitReply::Error { message, .. }) => Err(RuntimeError::Setup(message)),
-            Ok(other) => Err(RuntimeError::Protocol(format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(RuntimeError::Protocol(format!(
+                "unexpected reply {other:?}"
+            ))),
             Err(e) => Err(RuntimeError::Setup(format!("init died during setup ({e})"))),
         }
     };
@@ -88,12 +94,22 @@ impl ExecStream {
                 self.done = true;
                 match protocol::parse::<InitReply>(&body).map_err(proto)? {
                     InitReply::Exit(x) => ExecEvent::Exit(x),
-                    InitReply::Error { message, missing } => return Err(reply_error(message, missing)),
-                    other => return Err(RuntimeError::Protocol(format!("unexpected reply {other:?}"))),
+                    InitReply::Error { message, missing } => {
+                        return Err(reply_error(message, missing))
+                    }
+                    other => {
+                        return Err(RuntimeError::Protocol(format!(
+                            "unexpected reply {other:?}"
+                        )))
+                    }
                 }
             }
             Some((k, _)) => return Err(RuntimeError::Protocol(format!("unexpected {k:?} frame"))),
-            None => return Err(RuntimeError::Protocol("init closed the exec stream (sandbox gone?)".into())),
+            None => {
+                return Err(RuntimeError::Protocol(
+                    "init closed the exec stream (sandbox gone?)".into(),
+                ))
+            }
         };
         Ok(Some(event))
     }
@@ -116,7 +132,9 @@ impl ExecStream {
                 }
             }
         }
-        Err(RuntimeError::Protocol("exec stream ended without an exit".into()))
+        Err(RuntimeError::Protocol(
+            "exec stream ended without an exit".into(),
+        ))
     }
 }
 
@@ -133,15 +151,23 @@ pub(crate) async fn exec(socket: &Path, spec: ExecSpec) -> Result<ExecStream> {
         uid: spec.uid,
         gid: spec.gid,
     };
-    protocol::write_json(&mut conn, Kind::Request, &InitRequest::Exec(req)).await.map_err(proto)?;
-    protocol::write_data(&mut conn, &spec.stdin).await.map_err(proto)?;
+    protocol::write_json(&mut conn, Kind::Request, &InitRequest::Exec(req))
+        .await
+        .map_err(proto)?;
+    protocol::write_data(&mut conn, &spec.stdin)
+        .await
+        .map_err(proto)?;
     Ok(ExecStream { conn, done: false })
 }
 
 pub(crate) async fn read_file(socket: &Path, path: &str) -> Result<Vec<u8>> {
     let mut conn = connect(socket).await?;
-    let req = InitRequest::ReadFile { path: path.to_string() };
-    protocol::write_json(&mut conn, Kind::Request, &req).await.map_err(proto)?;
+    let req = InitRequest::ReadFile {
+        path: path.to_string(),
+    };
+    protocol::write_json(&mut conn, Kind::Request, &req)
+        .await
+        .map_err(proto)?;
     let mut data = Vec::new();
     loop {
         match protocol::read_frame(&mut conn).await.map_err(proto)? {
@@ -155,7 +181,9 @@ pub(crate) async fn read_file(socket: &Path, path: &str) -> Result<Vec<u8>> {
                 return match protocol::parse::<InitReply>(&body).map_err(proto)? {
                     InitReply::Done => Ok(data),
                     InitReply::Error { message, missing } => Err(reply_error(message, missing)),
-                    other => Err(RuntimeError::Protocol(format!("unexpected reply {other:?}"))),
+                    other => Err(RuntimeError::Protocol(format!(
+                        "unexpected reply {other:?}"
+                    ))),
                 }
             }
             Some((k, _)) => return Err(RuntimeError::Protocol(format!("unexpected {k:?} frame"))),
@@ -166,12 +194,19 @@ pub(crate) async fn read_file(socket: &Path, path: &str) -> Result<Vec<u8>> {
 
 pub(crate) async fn write_file(socket: &Path, path: &str, data: &[u8], mode: u32) -> Result<()> {
     let mut conn = connect(socket).await?;
-    let req = InitRequest::WriteFile { path: path.to_string(), mode };
-    protocol::write_json(&mut conn, Kind::Request, &req).await.map_err(proto)?;
+    let req = InitRequest::WriteFile {
+        path: path.to_string(),
+        mode,
+    };
+    protocol::write_json(&mut conn, Kind::Request, &req)
+        .await
+        .map_err(proto)?;
     protocol::write_data(&mut conn, data).await.map_err(proto)?;
     match expect_reply(&mut conn).await? {
         InitReply::Done => Ok(()),
         InitReply::Error { message, missing } => Err(reply_error(message, missing)),
-        other => Err(RuntimeError::Protocol(format!("unexpected reply {other:?}"))),
+        other => Err(RuntimeError::Protocol(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }

@@ -138,7 +138,10 @@ pub struct ExecSpec {
 impl ExecSpec {
     /// A spec running `argv` with no stdin and no timeout.
     pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
-        ExecSpec { argv: argv.into_iter().map(Into::into).collect(), ..Default::default() }
+        ExecSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
     }
 }
 

@@ -45,12 +45,18 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Wraps an I/O error with a short description of what was being done.
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
-        RuntimeError::Io { what: what.into(), source }
+        RuntimeError::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     /// Wraps a nix errno with a short description.
     pub fn errno(what: impl Into<String>, e: nix::errno::Errno) -> Self {
-        RuntimeError::Io { what: what.into(), source: io::Error::from(e) }
+        RuntimeError::Io {
+            what: what.into(),
+            source: io::Error::from(e),
+        }
     }
 }
 

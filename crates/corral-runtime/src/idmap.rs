@@ -32,7 +32,12 @@ impl SlotAllocator {
                 "id range {base} + {slots} slots does not fit in 32 bits"
             )));
         }
-        Ok(SlotAllocator { base, slots, used: BTreeSet::new(), next: 0 })
+        Ok(SlotAllocator {
+            base,
+            slots,
+            used: BTreeSet::new(),
+            next: 0,
+        })
     }
 
     /// Takes a free slot, round robin so a just-freed range is reused last.
@@ -65,7 +70,8 @@ impl SlotAllocator {
     #[cfg(test)]
     pub fn slot_of(&self, host_base: u32) -> Option<u32> {
         let off = host_base.checked_sub(self.base)?;
-        (off % IDS_PER_SANDBOX == 0 && off / IDS_PER_SANDBOX < self.slots).then_some(off / IDS_PER_SANDBOX)
+        (off % IDS_PER_SANDBOX == 0 && off / IDS_PER_SANDBOX < self.slots)
+            .then_some(off / IDS_PER_SANDBOX)
     }
 }
 
@@ -79,31 +85,10 @@ pub fn write_maps(pid: i32, host_base: u32, count: u32) -> std::io::Result<()> {
 }
 
 fn write_proc(pid: i32, file: &str, content: &str) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().write(true).open(format!("/proc/{pid}/{file}"))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/{file}"))?;
     f.write_all(content.as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_distinct_and_reused_last() {
-        let mut a = SlotAllocator::new(100_000, 3).unwrap();
-        let (x, y, z) = (a.take().unwrap(), a.take().unwrap(), a.take().unwrap());
-        assert_eq!((x, y, z), (0, 1, 2));
-        assert!(a.take().is_err());
-        a.release(1);
-        assert_eq!(a.take().unwrap(), 1);
-        assert_eq!(a.host_base(2), 100_000 + 2 * 65_536);
-        assert_eq!(a.slot_of(100_000 + 65_536), Some(1));
-        assert_eq!(a.slot_of(100_001), None);
-    }
-
-    #[test]
-    fn overflowing_range_is_refused() {
-        assert!(SlotAllocator::new(u32::MAX - 10, 1).is_err());
-    }
 }
 
 /// Most template layers a sandbox may stack (the release message carries
@@ -134,7 +119,10 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// Safe because the clones are attached only under the sandbox's private
 /// staging tmpfs, which `pivot_root` leaves unreachable: nothing in the
 /// sandbox can remount them writable; overlay never writes to a lower layer.
-pub fn idmapped_layers(pid: i32, layers: &[std::path::PathBuf]) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+pub fn idmapped_layers(
+    pid: i32,
+    layers: &[std::path::PathBuf],
+) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
@@ -149,7 +137,8 @@ pub fn idmapped_layers(pid: i32, layers: &[std::path::PathBuf]) -> std::io::Resu
         let path = std::ffi::CString::new(layer.as_os_str().as_bytes())?;
         let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
         // SAFETY: open_tree with a valid C path; returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -172,4 +161,27 @@ pub fn idmapped_layers(pid: i32, layers: &[std::path::PathBuf]) -> std::io::Resu
         out.push(tree);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_distinct_and_reused_last() {
+        let mut a = SlotAllocator::new(100_000, 3).unwrap();
+        let (x, y, z) = (a.take().unwrap(), a.take().unwrap(), a.take().unwrap());
+        assert_eq!((x, y, z), (0, 1, 2));
+        assert!(a.take().is_err());
+        a.release(1);
+        assert_eq!(a.take().unwrap(), 1);
+        assert_eq!(a.host_base(2), 100_000 + 2 * 65_536);
+        assert_eq!(a.slot_of(100_000 + 65_536), Some(1));
+        assert_eq!(a.slot_of(100_001), None);
+    }
+
+    #[test]
+    fn overflowing_range_is_refused() {
+        assert!(SlotAllocator::new(u32::MAX - 10, 1).is_err());
+    }
 }

@@ -10,7 +10,9 @@
 //! `write_file`) is not restricted. No scoping of signals or abstract sockets:
 //! commands of different execs may still signal each other, as users expect.
 
-use landlock::{AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI};
+use landlock::{
+    AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+};
 
 /// The ABI whose write rights we handle (newer kernels are fine; older ones
 /// get the subset they know).
@@ -24,11 +26,19 @@ pub(crate) fn restrict_writes(writable: &[String]) -> Result<bool, String> {
         .handle_access(write)
         .and_then(|r| r.create())
         .map_err(|e| format!("landlock ruleset: {e}"))?;
-    for path in writable.iter().map(String::as_str).chain(std::iter::once("/dev")) {
+    for path in writable
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once("/dev"))
+    {
         // A missing path has nothing to allow.
         let Ok(fd) = PathFd::new(path) else { continue };
-        ruleset = ruleset.add_rule(PathBeneath::new(fd, write)).map_err(|e| format!("landlock rule {path}: {e}"))?;
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, write))
+            .map_err(|e| format!("landlock rule {path}: {e}"))?;
     }
-    let status = ruleset.restrict_self().map_err(|e| format!("landlock restrict: {e}"))?;
+    let status = ruleset
+        .restrict_self()
+        .map_err(|e| format!("landlock restrict: {e}"))?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
 }

@@ -57,12 +57,12 @@ mod spawner_client;
 mod state;
 mod template;
 
-pub use cleanup::force_cleanup;
 pub use caps::{parse_cap_eff, SANDBOX_CAPS};
+pub use cleanup::force_cleanup;
 pub use client::{ExecEvent, ExecStream};
 pub use config::{
-    AppliedLimits, BindMount, ExecExit, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig, SandboxConfig, SandboxInfo,
-    SandboxStats,
+    AppliedLimits, BindMount, ExecExit, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig,
+    SandboxConfig, SandboxInfo, SandboxStats,
 };
 pub use error::RuntimeError;
 pub use idmap::IDS_PER_SANDBOX;

@@ -21,8 +21,17 @@ use crate::config::BindMount;
 use crate::protocol::InitConfig;
 
 /// /proc files hidden behind /dev/null.
-const MASKED_FILES: &[&str] =
-    &["kcore", "keys", "timer_list", "timer_stats", "sched_debug", "latency_stats", "kallsyms", "kmsg", "sysrq-trigger"];
+const MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "kallsyms",
+    "kmsg",
+    "sysrq-trigger",
+];
 /// /proc dirs hidden behind an empty read-only tmpfs.
 const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "firmware", "driver"];
 /// /proc dirs made read-only.
@@ -40,10 +49,21 @@ fn io_ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T, 
 
 /// Builds the whole root and pivots into it. Runs as the sandbox root with
 /// all capabilities of the sandbox's user namespace.
-pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut crate::init::Phases) -> Result<(), String> {
-    ctx(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>), || {
-        "make / private".into()
-    })?;
+pub(crate) fn build_root(
+    cfg: &InitConfig,
+    layers: Vec<OwnedFd>,
+    phases: &mut crate::init::Phases,
+) -> Result<(), String> {
+    ctx(
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+        || "make / private".into(),
+    )?;
     let root = mount_layers(cfg, layers)?;
     for b in &cfg.binds {
         bind(b, &root)?;
@@ -53,7 +73,13 @@ pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut cr
     phases.mark("proc");
     mount_dev(&root.join("dev"), cfg.disk_mb)?;
     let tmp_opts = format!("mode=1777,size={}m", cfg.disk_mb.max(1));
-    mount_fs("tmpfs", &root.join("tmp"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&tmp_opts))?;
+    mount_fs(
+        "tmpfs",
+        &root.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmp_opts),
+    )?;
     mount_sys(&root.join("sys"));
     phases.mark("dev, tmp, sys");
     pivot(&root)?;
@@ -67,7 +93,13 @@ pub(crate) fn build_root(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut cr
 fn mount_layers(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<PathBuf, String> {
     let mnt = &cfg.mount_dir;
     let opts = format!("size={}m,mode=0755", cfg.disk_mb.max(1));
-    mount_fs("tmpfs", mnt, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
+    mount_fs(
+        "tmpfs",
+        mnt,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&opts),
+    )?;
     let (upper, work, root) = (mnt.join("upper"), mnt.join("work"), mnt.join("root"));
     for d in [&upper, &work, &root] {
         mkdir(d, 0o755)?;
@@ -84,7 +116,13 @@ fn mount_layers(cfg: &InitConfig, layers: Vec<OwnedFd>) -> Result<PathBuf, Strin
         upper.display(),
         work.display()
     );
-    mount_fs("overlay", &root, "overlay", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
+    mount_fs(
+        "overlay",
+        &root,
+        "overlay",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&opts),
+    )?;
     Ok(root)
 }
 
@@ -95,7 +133,8 @@ fn attach_layers(mnt: &Path, layers: Vec<OwnedFd>) -> Result<Vec<String>, String
     for (i, fd) in layers.into_iter().enumerate() {
         let target = mnt.join(format!("lower{i}"));
         mkdir(&target, 0o755)?;
-        let c_target = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let c_target =
+            std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         // SAFETY: move_mount of a detached mount fd we own onto a dir we created.
         let rc = unsafe {
             libc::syscall(
@@ -108,7 +147,10 @@ fn attach_layers(mnt: &Path, layers: Vec<OwnedFd>) -> Result<Vec<String>, String
             )
         };
         if rc != 0 {
-            return Err(format!("attach layer {i}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "attach layer {i}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         paths.push(target.display().to_string());
     }
@@ -127,14 +169,26 @@ fn populate_upper(upper: &Path, cfg: &InitConfig) -> Result<(), String> {
     }
     mkdir(&upper.join("etc"), 0o755)?;
     mkdir(&upper.join("root"), 0o700)?;
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", cfg.id);
-    io_ctx(fs::write(upper.join("etc/hosts"), hosts), || "write /etc/hosts".into())?;
-    io_ctx(fs::write(upper.join("etc/hostname"), format!("{}\n", cfg.id)), || "write /etc/hostname".into())?;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        cfg.id
+    );
+    io_ctx(fs::write(upper.join("etc/hosts"), hosts), || {
+        "write /etc/hosts".into()
+    })?;
+    io_ctx(
+        fs::write(upper.join("etc/hostname"), format!("{}\n", cfg.id)),
+        || "write /etc/hostname".into(),
+    )?;
     let wd = cfg.workdir.trim_start_matches('/');
     if !wd.is_empty() {
-        io_ctx(fs::DirBuilder::new().recursive(true).mode(0o755).create(upper.join(wd)), || {
-            format!("create workdir {}", cfg.workdir)
-        })?;
+        io_ctx(
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(upper.join(wd)),
+            || format!("create workdir {}", cfg.workdir),
+        )?;
     }
     Ok(())
 }
@@ -146,24 +200,45 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
         Err(e) => return Err(format!("mkdir {}: {e}", p.display())),
     }
     // The umask must not narrow modes like 1777.
-    io_ctx(fs::set_permissions(p, fs::Permissions::from_mode(mode)), || format!("chmod {}", p.display()))
+    io_ctx(
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)),
+        || format!("chmod {}", p.display()),
+    )
 }
 
-fn mount_fs(src: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
-    ctx(mount(Some(src), target, Some(fstype), flags, data), || format!("mount {fstype} on {}", target.display()))
+fn mount_fs(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    ctx(mount(Some(src), target, Some(fstype), flags, data), || {
+        format!("mount {fstype} on {}", target.display())
+    })
 }
 
 /// Bind-mounts `src` on `target`, then remounts it with `flags` (read-only,
 /// nosuid, …). The remount must repeat flags the kernel locked on the source.
 fn bind_with(src: &Path, target: &Path, flags: MsFlags) -> Result<(), String> {
-    ctx(mount(Some(src), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>), || {
-        format!("bind {} on {}", src.display(), target.display())
-    })?;
+    ctx(
+        mount(
+            Some(src),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+        || format!("bind {} on {}", src.display(), target.display()),
+    )?;
     if flags.is_empty() {
         return Ok(());
     }
     let re = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
-    ctx(mount(None::<&str>, target, None::<&str>, re, None::<&str>), || format!("remount {}", target.display()))
+    ctx(
+        mount(None::<&str>, target, None::<&str>, re, None::<&str>),
+        || format!("remount {}", target.display()),
+    )
 }
 
 /// A template bind (always nosuid, nodev; read-only when asked).
@@ -189,7 +264,13 @@ fn mount_proc(proc: &Path) -> Result<(), String> {
     for d in MASKED_DIRS {
         let p = proc.join(d);
         if p.is_dir() {
-            mount_fs("tmpfs", &p, "tmpfs", locked | MsFlags::MS_RDONLY, Some("size=0"))?;
+            mount_fs(
+                "tmpfs",
+                &p,
+                "tmpfs",
+                locked | MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?;
         }
     }
     for d in READONLY_DIRS {
@@ -203,19 +284,39 @@ fn mount_proc(proc: &Path) -> Result<(), String> {
 
 /// A minimal /dev: a few host nodes, a private devpts, /dev/shm.
 fn mount_dev(dev: &Path, disk_mb: u32) -> Result<(), String> {
-    mount_fs("tmpfs", dev, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))?;
+    mount_fs(
+        "tmpfs",
+        dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
     for name in DEVICES {
         let node = dev.join(name);
-        io_ctx(fs::File::create(&node), || format!("create {}", node.display()))?;
+        io_ctx(fs::File::create(&node), || {
+            format!("create {}", node.display())
+        })?;
         bind_with(&Path::new("/dev").join(name), &node, MsFlags::empty())?;
     }
     let pts = dev.join("pts");
     mkdir(&pts, 0o755)?;
-    mount_fs("devpts", &pts, "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    mount_fs(
+        "devpts",
+        &pts,
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
     let shm = dev.join("shm");
     mkdir(&shm, 0o1777)?;
     let shm_opts = format!("mode=1777,size={}m", disk_mb.max(1));
-    mount_fs("tmpfs", &shm, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&shm_opts))?;
+    mount_fs(
+        "tmpfs",
+        &shm,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&shm_opts),
+    )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -223,7 +324,9 @@ fn mount_dev(dev: &Path, disk_mb: u32) -> Result<(), String> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        io_ctx(std::os::unix::fs::symlink(to, dev.join(link)), || format!("symlink /dev/{link}"))?;
+        io_ctx(std::os::unix::fs::symlink(to, dev.join(link)), || {
+            format!("symlink /dev/{link}")
+        })?;
     }
     Ok(())
 }
@@ -244,15 +347,22 @@ fn mount_sys(sys: &Path) {
 
 /// `pivot_root` into `root` and detach the old root, so no host path stays reachable.
 fn pivot(root: &Path) -> Result<(), String> {
-    ctx(nix::unistd::chdir(root), || format!("chdir {}", root.display()))?;
+    ctx(nix::unistd::chdir(root), || {
+        format!("chdir {}", root.display())
+    })?;
     ctx(nix::unistd::pivot_root(".", "."), || "pivot_root".into())?;
-    ctx(umount2(".", MntFlags::MNT_DETACH), || "detach old root".into())?;
+    ctx(umount2(".", MntFlags::MNT_DETACH), || {
+        "detach old root".into()
+    })?;
     ctx(nix::unistd::chdir("/"), || "chdir /".into())
 }
 
 /// Creates the workdir (inside the new root) if a lower layer lacks it, and enters it.
 pub(crate) fn enter_workdir(workdir: &str) -> Result<(), String> {
     let wd = if workdir.is_empty() { "/" } else { workdir };
-    io_ctx(fs::DirBuilder::new().recursive(true).mode(0o755).create(wd), || format!("create workdir {wd}"))?;
+    io_ctx(
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(wd),
+        || format!("create workdir {wd}"),
+    )?;
     ctx(nix::unistd::chdir(wd), || format!("chdir {wd}"))
 }

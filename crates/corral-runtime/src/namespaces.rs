@@ -8,9 +8,11 @@ use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 /// supplementary groups. Until this call the child still carries the
 /// spawner's host-root credentials, which are unmapped inside.
 pub(crate) fn become_root() -> Result<(), String> {
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| format!("setresgid: {e}"))?;
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| format!("setresgid: {e}"))?;
     setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| format!("setresuid: {e}"))
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| format!("setresuid: {e}"))
 }
 
 /// Enters a new cgroup namespace rooted at the sandbox's cgroup (the spawner

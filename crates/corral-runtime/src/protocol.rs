@@ -51,7 +51,11 @@ impl Kind {
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    payload: &[u8],
+) -> std::io::Result<()> {
     let mut head = [0u8; 5];
     head[0] = kind as u8;
     head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -60,7 +64,11 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: Kind, payload: 
 }
 
 /// Writes a JSON frame.
-pub async fn write_json<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, kind: Kind, v: &T) -> std::io::Result<()> {
+pub async fn write_json<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    kind: Kind,
+    v: &T,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
     write_frame(w, kind, &body).await
 }
@@ -74,7 +82,9 @@ pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::i
 }
 
 /// Reads one frame; `Ok(None)` on a clean EOF before its first byte.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]).await {
         Ok(_) => {}
@@ -82,7 +92,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
         Err(e) => return Err(e),
     }
     r.read_exact(&mut head[1..]).await?;
-    let kind = Kind::from_u8(head[0]).ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
+    let kind =
+        Kind::from_u8(head[0]).ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
     let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_FRAME {
         return Err(bad(format!("frame of {len} bytes is too large")));
@@ -206,7 +217,15 @@ pub struct SpawnerRequest {
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum SpawnerMessage {
     /// Answer to request `seq`: the init's host pid, or why it could not start.
-    Spawned { seq: u64, pid: Option<i32>, error: Option<String> },
+    Spawned {
+        seq: u64,
+        pid: Option<i32>,
+        error: Option<String>,
+    },
     /// An init the spawner started has died and been reaped.
-    Exited { pid: i32, code: Option<i32>, signal: Option<i32> },
+    Exited {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
 }

@@ -11,7 +11,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cgroup::{Cgroup, Layout, Limits};
 use crate::client::{self, ExecStream};
-use crate::config::{AppliedLimits, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig, SandboxConfig, SandboxInfo, SandboxStats};
+use crate::config::{
+    AppliedLimits, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig, SandboxConfig, SandboxInfo,
+    SandboxStats,
+};
 use crate::error::{Result, RuntimeError};
 use crate::idmap::{SlotAllocator, IDS_PER_SANDBOX};
 use crate::protocol::{InitConfig, SpawnRequest};
@@ -43,7 +46,10 @@ impl Entry {
     /// never hit.
     fn kill(&self) {
         if state::process_start_time(self.pid) == Some(self.start_time) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::SIGKILL,
+            );
         }
         self.cgroup.kill_all();
     }
@@ -78,15 +84,27 @@ impl Runtime {
     /// adopts the sandboxes an earlier runtime left in `state_dir`.
     pub async fn new(cfg: RuntimeConfig) -> Result<Runtime> {
         if !nix::unistd::geteuid().is_root() {
-            return Err(RuntimeError::Unsupported("the sandbox runtime needs root".into()));
+            return Err(RuntimeError::Unsupported(
+                "the sandbox runtime needs root".into(),
+            ));
         }
         create_state_dir(&cfg.state_dir)?;
         let layout = Layout::detect(&cfg.cgroup_parent)?;
         let slots = SlotAllocator::new(cfg.id_base, cfg.id_slots)?;
         let spawner = tokio::sync::RwLock::new(Arc::new(SpawnerClient::start(&cfg).await?));
-        let starts = (cfg.max_parallel_starts > 0).then(|| tokio::sync::Semaphore::new(cfg.max_parallel_starts));
-        let inner = Inner { cfg, layout, spawner, sandboxes: Mutex::new(HashMap::new()), slots: Mutex::new(slots), starts };
-        let rt = Runtime { inner: Arc::new(inner) };
+        let starts = (cfg.max_parallel_starts > 0)
+            .then(|| tokio::sync::Semaphore::new(cfg.max_parallel_starts));
+        let inner = Inner {
+            cfg,
+            layout,
+            spawner,
+            sandboxes: Mutex::new(HashMap::new()),
+            slots: Mutex::new(slots),
+            starts,
+        };
+        let rt = Runtime {
+            inner: Arc::new(inner),
+        };
         rt.adopt_all();
         Ok(rt)
     }
@@ -129,7 +147,11 @@ impl Runtime {
         let started = Instant::now();
         validate(&cfg)?;
         let _admitted = match &self.inner.starts {
-            Some(s) => Some(s.acquire().await.map_err(|e| RuntimeError::Spawner(e.to_string()))?),
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|e| RuntimeError::Spawner(e.to_string()))?,
+            ),
             None => None,
         };
         let slot = {
@@ -147,11 +169,17 @@ impl Runtime {
                 e => e,
             });
         }
-        let res = self.create_in_slot(&cfg, slot, paths.clone(), started).await;
+        let res = self
+            .create_in_slot(&cfg, slot, paths.clone(), started)
+            .await;
         if res.is_err() {
             let _ = self.destroy(&cfg.id).await;
             if !lock(&self.inner.sandboxes).contains_key(&cfg.id) {
-                let _ = self.inner.layout.sandbox(&cfg.id).remove(Duration::from_secs(2));
+                let _ = self
+                    .inner
+                    .layout
+                    .sandbox(&cfg.id)
+                    .remove(Duration::from_secs(2));
                 let _ = paths.remove();
                 lock(&self.inner.slots).release(slot);
             }
@@ -159,9 +187,19 @@ impl Runtime {
         res
     }
 
-    async fn create_in_slot(&self, cfg: &SandboxConfig, slot: u32, paths: Paths, started: Instant) -> Result<SandboxInfo> {
+    async fn create_in_slot(
+        &self,
+        cfg: &SandboxConfig,
+        slot: u32,
+        paths: Paths,
+        started: Instant,
+    ) -> Result<SandboxInfo> {
         let cgroup = self.inner.layout.sandbox(&cfg.id);
-        let limits = Limits { cpu_millis: cfg.cpu_millis, memory_mb: cfg.memory_mb, pids_max: cfg.pids_max };
+        let limits = Limits {
+            cpu_millis: cfg.cpu_millis,
+            memory_mb: cfg.memory_mb,
+            pids_max: cfg.pids_max,
+        };
         cgroup.create(limits)?;
         let host_id_base = lock(&self.inner.slots).host_base(slot);
         let req = SpawnRequest {
@@ -184,7 +222,14 @@ impl Runtime {
         let spawned = self.spawner().await?.spawn(req).await?;
         let t_spawn = started.elapsed();
         let start_time = state::process_start_time(spawned.pid).unwrap_or(0);
-        let meta = Meta { id: cfg.id.clone(), pid: spawned.pid, start_time, slot, host_id_base, cgroup: cgroup.clone() };
+        let meta = Meta {
+            id: cfg.id.clone(),
+            pid: spawned.pid,
+            start_time,
+            slot,
+            host_id_base,
+            cgroup: cgroup.clone(),
+        };
         paths.write_meta(&meta)?;
         self.register(meta, paths.clone(), Some(spawned.exit));
         let t_meta = started.elapsed();
@@ -193,11 +238,22 @@ impl Runtime {
             id = %cfg.id, pid = spawned.pid, cgroup = ?t_cg, spawned = ?t_spawn, meta = ?t_meta, ready = ?started.elapsed(),
             "sandbox ready"
         );
-        Ok(SandboxInfo { id: cfg.id.clone(), pid: spawned.pid, host_id_base, socket: paths.socket(), startup: started.elapsed() })
+        Ok(SandboxInfo {
+            id: cfg.id.clone(),
+            pid: spawned.pid,
+            host_id_base,
+            socket: paths.socket(),
+            startup: started.elapsed(),
+        })
     }
 
     /// Records a sandbox and starts watching for its init's death.
-    fn register(&self, meta: Meta, paths: Paths, spawner_exit: Option<oneshot::Receiver<InitStatus>>) -> Arc<Entry> {
+    fn register(
+        &self,
+        meta: Meta,
+        paths: Paths,
+        spawner_exit: Option<oneshot::Receiver<InitStatus>>,
+    ) -> Arc<Entry> {
         let (tx, _) = watch::channel(None);
         let entry = Arc::new(Entry {
             id: meta.id.clone(),
@@ -220,7 +276,11 @@ impl Runtime {
             let paths = Paths::new(&self.inner.cfg.state_dir, &id);
             let Some(meta) = paths.read_meta() else {
                 // A create interrupted before its meta was written: nothing can run there.
-                let _ = self.inner.layout.sandbox(&id).remove(Duration::from_millis(500));
+                let _ = self
+                    .inner
+                    .layout
+                    .sandbox(&id)
+                    .remove(Duration::from_millis(500));
                 let _ = paths.remove();
                 continue;
             };
@@ -234,7 +294,10 @@ impl Runtime {
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {
-        lock(&self.inner.sandboxes).get(id).cloned().ok_or_else(|| RuntimeError::NotFound(id.to_string()))
+        lock(&self.inner.sandboxes)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
     }
 
     fn live_entry(&self, id: &str) -> Result<Arc<Entry>> {
@@ -271,7 +334,10 @@ impl Runtime {
     /// Resolves when the sandbox's init has died.
     pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
         let mut rx = self.entry(id)?.exit.subscribe();
-        let info = rx.wait_for(|v| v.is_some()).await.map_err(|_| RuntimeError::NotFound(id.to_string()))?;
+        let info = rx
+            .wait_for(|v| v.is_some())
+            .await
+            .map_err(|_| RuntimeError::NotFound(id.to_string()))?;
         Ok(info.unwrap_or_default())
     }
 
@@ -284,7 +350,9 @@ impl Runtime {
     /// on v1 and v2 alike; the task limit stays as created. A warm-pool claim
     /// applies the request's limits this way.
     pub fn update_limits(&self, id: &str, cpu_millis: u32, memory_mb: u32) -> Result<()> {
-        self.live_entry(id)?.cgroup.apply_cpu_memory(cpu_millis, memory_mb)
+        self.live_entry(id)?
+            .cgroup
+            .apply_cpu_memory(cpu_millis, memory_mb)
     }
 
     /// Sets the hostname inside a live sandbox. Done from the host: a
@@ -294,7 +362,9 @@ impl Runtime {
     /// id as hostname this way. Blocks for one thread spawn (~0.1 ms).
     pub fn set_hostname(&self, id: &str, name: &str) -> Result<()> {
         if name.is_empty() || name.len() > 64 {
-            return Err(RuntimeError::InvalidArgument(format!("bad hostname {name:?}")));
+            return Err(RuntimeError::InvalidArgument(format!(
+                "bad hostname {name:?}"
+            )));
         }
         let e = self.live_entry(id)?;
         let ns = std::fs::File::open(format!("/proc/{}/ns/uts", e.pid))
@@ -357,7 +427,10 @@ impl Runtime {
         if !e.exited() {
             e.kill();
             let mut rx = e.exit.subscribe();
-            if tokio::time::timeout(KILL_WAIT, rx.wait_for(|v| v.is_some())).await.is_err() {
+            if tokio::time::timeout(KILL_WAIT, rx.wait_for(|v| v.is_some()))
+                .await
+                .is_err()
+            {
                 tracing::warn!(%id, pid = e.pid, "init did not die in time");
             }
         }
@@ -383,7 +456,10 @@ impl Runtime {
         let cg = match paths.read_meta() {
             Some(meta) => {
                 if state::init_alive(&meta) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(meta.pid), nix::sys::signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(meta.pid),
+                        nix::sys::signal::SIGKILL,
+                    );
                 }
                 meta.cgroup
             }
@@ -408,7 +484,8 @@ impl Runtime {
 
 fn create_state_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(format!("mkdir {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RuntimeError::io(format!("mkdir {}", dir.display()), e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
         .map_err(|e| RuntimeError::io(format!("chmod {}", dir.display()), e))
 }
@@ -416,17 +493,31 @@ fn create_state_dir(dir: &Path) -> Result<()> {
 fn validate(cfg: &SandboxConfig) -> Result<()> {
     state::validate_id(&cfg.id)?;
     if cfg.rootfs.is_empty() || cfg.rootfs.len() > crate::idmap::MAX_LAYERS {
-        return Err(RuntimeError::InvalidArgument(format!("rootfs needs 1 to {} layers", crate::idmap::MAX_LAYERS)));
+        return Err(RuntimeError::InvalidArgument(format!(
+            "rootfs needs 1 to {} layers",
+            crate::idmap::MAX_LAYERS
+        )));
     }
-    let bad = |p: &PathBuf| !p.is_absolute() || p.to_str().is_none_or(|s| s.contains([':', ',', '\\']));
+    let bad =
+        |p: &PathBuf| !p.is_absolute() || p.to_str().is_none_or(|s| s.contains([':', ',', '\\']));
     if let Some(p) = cfg.rootfs.iter().find(|p| bad(p)) {
-        return Err(RuntimeError::InvalidArgument(format!("bad layer path {}", p.display())));
+        return Err(RuntimeError::InvalidArgument(format!(
+            "bad layer path {}",
+            p.display()
+        )));
     }
-    if let Some(b) = cfg.binds.iter().find(|b| !b.source.is_absolute() || !b.target.starts_with('/')) {
+    if let Some(b) = cfg
+        .binds
+        .iter()
+        .find(|b| !b.source.is_absolute() || !b.target.starts_with('/'))
+    {
         return Err(RuntimeError::InvalidArgument(format!("bad bind {b:?}")));
     }
     if !cfg.workdir.is_empty() && !cfg.workdir.starts_with('/') {
-        return Err(RuntimeError::InvalidArgument(format!("workdir {:?} must be absolute", cfg.workdir)));
+        return Err(RuntimeError::InvalidArgument(format!(
+            "workdir {:?} must be absolute",
+            cfg.workdir
+        )));
     }
     Ok(())
 }

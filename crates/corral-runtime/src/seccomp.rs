@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
-    SeccompFilter, SeccompRule,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule,
 };
 
 static PROGRAMS: OnceLock<Result<(BpfProgram, BpfProgram), String>> = OnceLock::new();
@@ -117,9 +117,13 @@ fn rule(conds: Vec<Cond>) -> Result<SeccompRule, String> {
 /// The deny list as seccompiler rules (empty chain = deny unconditionally).
 #[allow(clippy::unnecessary_cast)] // `c_long` is not `i64` on every target
 fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr as i64, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr as i64, vec![])).collect();
     let ns_bit = |arg: u8| -> Result<Vec<SeccompRule>, String> {
-        NS_FLAGS.iter().map(|&b| rule(vec![cond(arg, Op::MaskedEq(b), b)?])).collect()
+        NS_FLAGS
+            .iter()
+            .map(|&b| rule(vec![cond(arg, Op::MaskedEq(b), b)?]))
+            .collect()
     };
     rules.insert(libc::SYS_unshare as i64, ns_bit(0)?);
     rules.insert(libc::SYS_clone as i64, ns_bit(0)?);
@@ -127,25 +131,42 @@ fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
         libc::SYS_socket as i64,
         vec![
             rule(vec![cond(0, Op::Eq, libc::AF_PACKET as u64)?])?,
-            rule(vec![cond(0, Op::Eq, libc::AF_INET as u64)?, cond(1, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?])?,
-            rule(vec![cond(0, Op::Eq, libc::AF_INET6 as u64)?, cond(1, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?])?,
+            rule(vec![
+                cond(0, Op::Eq, libc::AF_INET as u64)?,
+                cond(1, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?,
+            ])?,
+            rule(vec![
+                cond(0, Op::Eq, libc::AF_INET6 as u64)?,
+                cond(1, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?,
+            ])?,
         ],
     );
     rules.insert(
         libc::SYS_ioctl as i64,
-        vec![rule(vec![cond(1, Op::Eq, TIOCSTI)?])?, rule(vec![cond(1, Op::Eq, TIOCLINUX)?])?],
+        vec![
+            rule(vec![cond(1, Op::Eq, TIOCSTI)?])?,
+            rule(vec![cond(1, Op::Eq, TIOCLINUX)?])?,
+        ],
     );
-    let not_allowed: Result<Vec<Cond>, String> = PERSONALITIES.iter().map(|&p| cond(0, Op::Ne, p)).collect();
+    let not_allowed: Result<Vec<Cond>, String> =
+        PERSONALITIES.iter().map(|&p| cond(0, Op::Ne, p)).collect();
     rules.insert(libc::SYS_personality as i64, vec![rule(not_allowed?)?]);
     Ok(rules)
 }
 
 fn target_arch() -> Result<seccompiler::TargetArch, String> {
-    std::env::consts::ARCH.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    std::env::consts::ARCH
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
 fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter { code, jt: 0, jf: 0, k }
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
@@ -177,7 +198,11 @@ fn prelude() -> BpfProgram {
     const ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
     #[cfg(target_arch = "aarch64")]
     const ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
-    let x32_floor: u32 = if cfg!(target_arch = "x86_64") { 0x4000_0000 } else { u32::MAX };
+    let x32_floor: u32 = if cfg!(target_arch = "x86_64") {
+        0x4000_0000
+    } else {
+        u32::MAX
+    };
     vec![
         stmt(LD_W_ABS, 4), // seccomp_data.arch
         jump(JEQ_K, ARCH, 1, 0),
@@ -192,9 +217,16 @@ fn prelude() -> BpfProgram {
 }
 
 fn compile() -> Result<(BpfProgram, BpfProgram), String> {
-    let filter = SeccompFilter::new(deny_rules()?, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), target_arch()?)
-        .map_err(|e| e.to_string())?;
-    let deny: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let filter = SeccompFilter::new(
+        deny_rules()?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        target_arch()?,
+    )
+    .map_err(|e| e.to_string())?;
+    let deny: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     Ok((prelude(), deny))
 }
 
@@ -205,7 +237,10 @@ pub(crate) fn precompile() {
 
 /// Sets `no_new_privs` and installs both filters on the calling thread.
 pub(crate) fn install() -> Result<(), String> {
-    let (prelude, deny) = PROGRAMS.get_or_init(compile).as_ref().map_err(|e| format!("compile seccomp filter: {e}"))?;
+    let (prelude, deny) = PROGRAMS
+        .get_or_init(compile)
+        .as_ref()
+        .map_err(|e| format!("compile seccomp filter: {e}"))?;
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));

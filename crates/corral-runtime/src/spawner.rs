@@ -66,7 +66,8 @@ fn run() -> i32 {
     if mask.thread_block().is_err() {
         return 2;
     }
-    let Ok(sigfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) else {
+    let Ok(sigfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    else {
         return 2;
     };
     // SAFETY: fd 0 is the socket the runtime handed us as stdin; we own it from here on.
@@ -110,9 +111,17 @@ fn read_requests(sock: &mut UnixStream, buf: &mut Vec<u8>) -> bool {
         let reply = match serde_json::from_slice::<SpawnerRequest>(&line) {
             Ok(req) => {
                 let res = spawn(&req.spawn);
-                SpawnerMessage::Spawned { seq: req.seq, pid: res.as_ref().ok().copied(), error: res.err() }
+                SpawnerMessage::Spawned {
+                    seq: req.seq,
+                    pid: res.as_ref().ok().copied(),
+                    error: res.err(),
+                }
             }
-            Err(e) => SpawnerMessage::Spawned { seq: 0, pid: None, error: Some(format!("bad request: {e}")) },
+            Err(e) => SpawnerMessage::Spawned {
+                seq: 0,
+                pid: None,
+                error: Some(format!("bad request: {e}")),
+            },
         };
         if send(sock, &reply).is_err() {
             return false;
@@ -131,10 +140,16 @@ fn send(sock: &mut UnixStream, msg: &SpawnerMessage) -> std::io::Result<()> {
 fn reap(sock: &mut UnixStream) -> std::io::Result<()> {
     loop {
         let msg = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => SpawnerMessage::Exited { pid: pid.as_raw(), code: Some(code), signal: None },
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                SpawnerMessage::Exited { pid: pid.as_raw(), code: None, signal: Some(sig as i32) }
-            }
+            Ok(WaitStatus::Exited(pid, code)) => SpawnerMessage::Exited {
+                pid: pid.as_raw(),
+                code: Some(code),
+                signal: None,
+            },
+            Ok(WaitStatus::Signaled(pid, sig, _)) => SpawnerMessage::Exited {
+                pid: pid.as_raw(),
+                code: None,
+                signal: Some(sig as i32),
+            },
             Ok(WaitStatus::StillAlive) | Err(_) => return Ok(()),
             Ok(_) => continue,
         };
@@ -154,7 +169,16 @@ fn spawn(req: &SpawnRequest) -> Result<i32, String> {
     .map_err(|e| format!("socketpair: {e}"))?;
     // SAFETY: raw clone without CLONE_VM and with a null stack behaves like
     // fork(2): the child gets a copy of this (single-threaded) process.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     if pid < 0 {
         return Err(format!("clone: {}", std::io::Error::last_os_error()));
     }
@@ -178,19 +202,27 @@ fn spawn(req: &SpawnRequest) -> Result<i32, String> {
     let cmsg = [socket::ControlMessage::ScmRights(&fds)];
     let cmsgs: &[socket::ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
     // The child proceeds once it reads this byte (and the layer fds).
-    socket::sendmsg::<()>(release_wr.as_raw_fd(), &[IoSlice::new(&[1u8])], cmsgs, socket::MsgFlags::empty(), None)
-        .map_err(|e| format!("release init: {e}"))?;
+    socket::sendmsg::<()>(
+        release_wr.as_raw_fd(),
+        &[IoSlice::new(&[1u8])],
+        cmsgs,
+        socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("release init: {e}"))?;
     Ok(pid)
 }
 
 /// Host-side setup of a freshly cloned, still waiting child.
 fn prepare_child(pid: i32, req: &SpawnRequest) -> Result<(), String> {
-    crate::idmap::write_maps(pid, req.host_id_base, req.id_count).map_err(|e| format!("write id maps: {e}"))?;
+    crate::idmap::write_maps(pid, req.host_id_base, req.id_count)
+        .map_err(|e| format!("write id maps: {e}"))?;
     // The init must survive an OOM in its sandbox to report and serve; the
     // processes it starts reset their score to 0.
     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
     for procs in &req.cgroup_procs {
-        std::fs::write(procs, pid.to_string()).map_err(|e| format!("join {}: {e}", procs.display()))?;
+        std::fs::write(procs, pid.to_string())
+            .map_err(|e| format!("join {}: {e}", procs.display()))?;
     }
     Ok(())
 }

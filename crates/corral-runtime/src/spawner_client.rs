@@ -47,8 +47,12 @@ impl SpawnerClient {
     /// empty environment (inits are forked from it, and sandboxes must not
     /// inherit the dataplane's secrets through /proc/1/environ).
     pub async fn start(cfg: &RuntimeConfig) -> Result<Self> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| RuntimeError::io("socketpair", e))?;
-        let exe = cfg.spawner_exe.clone().unwrap_or_else(|| "/proc/self/exe".into());
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| RuntimeError::io("socketpair", e))?;
+        let exe = cfg
+            .spawner_exe
+            .clone()
+            .unwrap_or_else(|| "/proc/self/exe".into());
         let child = tokio::process::Command::new(&exe)
             .arg(SPAWNER_ARG)
             .env_clear()
@@ -58,8 +62,10 @@ impl SpawnerClient {
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| RuntimeError::io(format!("start spawner {}", exe.display()), e))?;
-        ours.set_nonblocking(true).map_err(|e| RuntimeError::io("spawner socket", e))?;
-        let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| RuntimeError::io("spawner socket", e))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| RuntimeError::io("spawner socket", e))?;
+        let stream = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| RuntimeError::io("spawner socket", e))?;
         let (rd, wr) = stream.into_split();
         let shared = Arc::new(Shared::default());
         tokio::spawn(read_loop(rd, shared.clone()));
@@ -67,7 +73,12 @@ impl SpawnerClient {
         let pid = child.id();
         // The tokio child handle reaps the spawner in the background once it exits.
         drop(child);
-        Ok(SpawnerClient { writer: tokio::sync::Mutex::new(wr), shared, seq: AtomicU64::new(1), pid })
+        Ok(SpawnerClient {
+            writer: tokio::sync::Mutex::new(wr),
+            shared,
+            seq: AtomicU64::new(1),
+            pid,
+        })
     }
 
     /// The spawner's host pid.
@@ -86,7 +97,8 @@ impl SpawnerClient {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.pending).insert(seq, tx);
-        let mut line = serde_json::to_vec(&SpawnerRequest { seq, spawn: req }).map_err(|e| RuntimeError::Spawner(e.to_string()))?;
+        let mut line = serde_json::to_vec(&SpawnerRequest { seq, spawn: req })
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))?;
         line.push(b'\n');
         let write = self.writer.lock().await.write_all(&line).await;
         if let Err(e) = write {
@@ -125,7 +137,9 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
 }
 
 fn on_spawned(shared: &Shared, seq: u64, pid: Option<i32>, error: Option<String>) {
-    let Some(waiter) = lock(&shared.pending).remove(&seq) else { return };
+    let Some(waiter) = lock(&shared.pending).remove(&seq) else {
+        return;
+    };
     let res = match pid {
         Some(pid) => {
             // Registered before the caller hears of the pid, so an early death is not missed.
@@ -137,6 +151,9 @@ fn on_spawned(shared: &Shared, seq: u64, pid: Option<i32>, error: Option<String>
     };
     if let Err(Ok(orphan)) = waiter.send(res) {
         // The create was abandoned: do not leave its init running.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan.pid), nix::sys::signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(orphan.pid),
+            nix::sys::signal::SIGKILL,
+        );
     }
 }

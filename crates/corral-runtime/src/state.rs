@@ -35,7 +35,9 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(state_dir: &Path, id: &str) -> Self {
-        Paths { dir: state_dir.join(id) }
+        Paths {
+            dir: state_dir.join(id),
+        }
     }
     pub fn socket(&self) -> PathBuf {
         self.dir.join("init.sock")
@@ -71,7 +73,8 @@ impl Paths {
         let body = serde_json::to_vec(meta).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         let tmp = self.dir.join("meta.json.tmp");
         fs::write(&tmp, body).map_err(|e| RuntimeError::io("write meta", e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(|e| RuntimeError::io("chmod meta", e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+            .map_err(|e| RuntimeError::io("chmod meta", e))?;
         fs::rename(&tmp, self.meta()).map_err(|e| RuntimeError::io("rename meta", e))
     }
 
@@ -84,7 +87,10 @@ impl Paths {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::io(format!("remove {}", self.dir.display()), e)),
+            Err(e) => Err(RuntimeError::io(
+                format!("remove {}", self.dir.display()),
+                e,
+            )),
         }
     }
 }
@@ -107,7 +113,9 @@ pub fn init_alive(meta: &Meta) -> bool {
 
 /// Ids that have a state dir.
 pub fn list_ids(state_dir: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(state_dir) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
     let mut ids: Vec<String> = rd
         .flatten()
         .filter(|e| e.path().join("meta.json").exists() || e.path().join("mnt").exists())
@@ -123,11 +131,15 @@ pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 63
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidArgument(format!("bad sandbox id {id:?}: want [A-Za-z0-9_.-]{{1,63}}")))
+        Err(RuntimeError::InvalidArgument(format!(
+            "bad sandbox id {id:?}: want [A-Za-z0-9_.-]{{1,63}}"
+        )))
     }
 }
 

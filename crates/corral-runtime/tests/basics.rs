@@ -11,9 +11,13 @@ use corral_runtime::{ExecEvent, ExecSpec, Runtime, RuntimeError};
 
 #[tokio::test]
 async fn create_exec_destroy() {
-    let Some(f) = fixture("basic").await else { return };
+    let Some(f) = fixture("basic").await else {
+        return;
+    };
     let id = f.create("sb-basic").await;
-    let out = f.sh(&id, "echo hello; echo oops >&2; hostname; id -u; exit 3").await;
+    let out = f
+        .sh(&id, "echo hello; echo oops >&2; hostname; id -u; exit 3")
+        .await;
     assert_eq!(out.exit_code, 3, "{out:?}");
     assert_eq!(text(&out.stdout), "hello\nsb-basic\n0\n");
     assert_eq!(text(&out.stderr), "oops\n");
@@ -27,17 +31,33 @@ async fn create_exec_destroy() {
 
 #[tokio::test]
 async fn bad_requests_are_refused() {
-    let Some(f) = fixture("badreq").await else { return };
+    let Some(f) = fixture("badreq").await else {
+        return;
+    };
     for bad in ["", "a/b", "../x", ".hidden", "has space"] {
         let r = f.rt.create(f.config(bad)).await;
-        assert!(matches!(r, Err(RuntimeError::InvalidArgument(_))), "{bad}: {r:?}");
+        assert!(
+            matches!(r, Err(RuntimeError::InvalidArgument(_))),
+            "{bad}: {r:?}"
+        );
     }
     let id = f.create("sb-dup").await;
-    assert!(matches!(f.rt.create(f.config(&id)).await, Err(RuntimeError::AlreadyExists(_))));
-    let missing = f.rt.exec_buffered(&id, ExecSpec::new(["/no/such/program"])).await;
-    assert!(matches!(missing, Err(RuntimeError::Missing(_))), "{missing:?}");
+    assert!(matches!(
+        f.rt.create(f.config(&id)).await,
+        Err(RuntimeError::AlreadyExists(_))
+    ));
+    let missing =
+        f.rt.exec_buffered(&id, ExecSpec::new(["/no/such/program"]))
+            .await;
+    assert!(
+        matches!(missing, Err(RuntimeError::Missing(_))),
+        "{missing:?}"
+    );
     let empty = f.rt.exec_buffered(&id, ExecSpec::default()).await;
-    assert!(matches!(empty, Err(RuntimeError::InvalidArgument(_))), "{empty:?}");
+    assert!(
+        matches!(empty, Err(RuntimeError::InvalidArgument(_))),
+        "{empty:?}"
+    );
     let mut layer = f.config("sb-badlayer");
     layer.rootfs = vec!["/nonexistent/layer".into()];
     let r = f.rt.create(layer).await;
@@ -48,9 +68,14 @@ async fn bad_requests_are_refused() {
 
 #[tokio::test]
 async fn exec_streams_stdin_env_cwd_and_users() {
-    let Some(f) = fixture("stream").await else { return };
+    let Some(f) = fixture("stream").await else {
+        return;
+    };
     let mut cfg = f.config("sb-stream");
-    cfg.env = BTreeMap::from([("FROM_SANDBOX".into(), "a".into()), ("OVERRIDE".into(), "sandbox".into())]);
+    cfg.env = BTreeMap::from([
+        ("FROM_SANDBOX".into(), "a".into()),
+        ("OVERRIDE".into(), "sandbox".into()),
+    ]);
     cfg.workdir = "/work/dir".into();
     f.rt.create(cfg).await.unwrap();
     let id = "sb-stream";
@@ -61,9 +86,15 @@ async fn exec_streams_stdin_env_cwd_and_users() {
     let mut spec = ExecSpec::new(["/bin/sh", "-c", script]);
     spec.timeout = Some(Duration::from_secs(20));
     let mut stream = f.rt.exec(id, spec).await.unwrap();
-    assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stdout(b"first\n".to_vec())));
+    assert_eq!(
+        stream.next().await.unwrap(),
+        Some(ExecEvent::Stdout(b"first\n".to_vec()))
+    );
     f.rt.write_file(id, "/tmp/go", b"", 0).await.unwrap();
-    assert_eq!(stream.next().await.unwrap(), Some(ExecEvent::Stderr(b"second\n".to_vec())));
+    assert_eq!(
+        stream.next().await.unwrap(),
+        Some(ExecEvent::Stderr(b"second\n".to_vec()))
+    );
     match stream.next().await.unwrap() {
         Some(ExecEvent::Exit(x)) => assert_eq!((x.exit_code, x.timed_out), (0, false)),
         other => panic!("{other:?}"),
@@ -71,14 +102,24 @@ async fn exec_streams_stdin_env_cwd_and_users() {
     assert_eq!(stream.next().await.unwrap(), None);
 
     // stdin, env layering, cwd (default = workdir, relative = under it).
-    let mut spec = ExecSpec::new(["/bin/sh", "-c", "cat; echo $FROM_SANDBOX $OVERRIDE $FROM_EXEC; pwd"]);
+    let mut spec = ExecSpec::new([
+        "/bin/sh",
+        "-c",
+        "cat; echo $FROM_SANDBOX $OVERRIDE $FROM_EXEC; pwd",
+    ]);
     spec.stdin = b"piped\n".to_vec();
-    spec.env = BTreeMap::from([("OVERRIDE".into(), "exec".into()), ("FROM_EXEC".into(), "b".into())]);
+    spec.env = BTreeMap::from([
+        ("OVERRIDE".into(), "exec".into()),
+        ("FROM_EXEC".into(), "b".into()),
+    ]);
     let out = f.rt.exec_buffered(id, spec).await.unwrap();
     assert_eq!(text(&out.stdout), "piped\na exec b\n/work/dir\n");
     let mut spec = ExecSpec::new(["/bin/pwd"]);
     spec.cwd = "/tmp".into();
-    assert_eq!(text(&f.rt.exec_buffered(id, spec).await.unwrap().stdout), "/tmp\n");
+    assert_eq!(
+        text(&f.rt.exec_buffered(id, spec).await.unwrap().stdout),
+        "/tmp\n"
+    );
 
     // Big output survives intact.
     let out = f.sh(id, "head -c 3000000 /dev/zero | tr '\\0' x").await;
@@ -88,12 +129,17 @@ async fn exec_streams_stdin_env_cwd_and_users() {
     let mut spec = ExecSpec::new(["/bin/sh", "-c", "id -u; id -g; kill -TERM $$"]);
     spec.uid = Some(1000);
     let out = f.rt.exec_buffered(id, spec).await.unwrap();
-    assert_eq!((text(&out.stdout).as_str(), out.exit_code), ("1000\n1000\n", 128 + 15));
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.exit_code),
+        ("1000\n1000\n", 128 + 15)
+    );
 }
 
 #[tokio::test]
 async fn exec_timeout_kills_the_process_group() {
-    let Some(f) = fixture("timeout").await else { return };
+    let Some(f) = fixture("timeout").await else {
+        return;
+    };
     let id = f.create("sb-timeout").await;
     let mut spec = ExecSpec::new(["/bin/sh", "-c", "sleep 100 & sleep 100; echo never"]);
     spec.timeout = Some(Duration::from_millis(300));
@@ -110,9 +156,14 @@ async fn exec_timeout_kills_the_process_group() {
 
 #[tokio::test]
 async fn dropping_an_exec_stream_kills_the_command() {
-    let Some(f) = fixture("dropexec").await else { return };
+    let Some(f) = fixture("dropexec").await else {
+        return;
+    };
     let id = f.create("sb-dropexec").await;
-    let stream = f.rt.exec(&id, ExecSpec::new(["/bin/sh", "-c", "exec sleep 100"])).await.unwrap();
+    let stream =
+        f.rt.exec(&id, ExecSpec::new(["/bin/sh", "-c", "exec sleep 100"]))
+            .await
+            .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(text(&f.sh(&id, "cat /proc/[0-9]*/comm").await.stdout).contains("sleep"));
     drop(stream);
@@ -129,31 +180,73 @@ async fn dropping_an_exec_stream_kills_the_command() {
 
 #[tokio::test]
 async fn files_put_and_get() {
-    let Some(f) = fixture("files").await else { return };
+    let Some(f) = fixture("files").await else {
+        return;
+    };
     let id = f.create("sb-files").await;
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    f.rt.write_file(&id, "/data/deep/blob.bin", &data, 0o600).await.unwrap();
-    assert_eq!(f.rt.read_file(&id, "/data/deep/blob.bin").await.unwrap(), data);
-    let out = f.sh(&id, "stat -c %a /data/deep/blob.bin; md5sum < /data/deep/blob.bin | cut -c1-8").await;
+    f.rt.write_file(&id, "/data/deep/blob.bin", &data, 0o600)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.rt.read_file(&id, "/data/deep/blob.bin").await.unwrap(),
+        data
+    );
+    let out = f
+        .sh(
+            &id,
+            "stat -c %a /data/deep/blob.bin; md5sum < /data/deep/blob.bin | cut -c1-8",
+        )
+        .await;
     assert!(text(&out.stdout).starts_with("600\n"), "{out:?}");
     // Relative paths are under the workdir; written files are visible to execs.
     f.rt.write_file(&id, "rel.txt", b"hi", 0).await.unwrap();
-    assert_eq!(text(&f.sh(&id, "cat /root/rel.txt; stat -c %a /root/rel.txt").await.stdout), "hi644\n");
+    assert_eq!(
+        text(
+            &f.sh(&id, "cat /root/rel.txt; stat -c %a /root/rel.txt")
+                .await
+                .stdout
+        ),
+        "hi644\n"
+    );
     // Errors: missing file, non-regular files, kernel filesystems.
-    assert!(matches!(f.rt.read_file(&id, "/nope").await, Err(RuntimeError::Missing(_))));
-    f.sh(&id, "mkfifo /tmp/fifo; ln -s /proc/1/environ /tmp/env").await;
-    for p in ["/tmp/fifo", "/tmp/env", "/proc/self/mem", "/dev/null", "/tmp"] {
-        assert!(f.rt.read_file(&id, p).await.is_err(), "{p} must not be served");
+    assert!(matches!(
+        f.rt.read_file(&id, "/nope").await,
+        Err(RuntimeError::Missing(_))
+    ));
+    f.sh(&id, "mkfifo /tmp/fifo; ln -s /proc/1/environ /tmp/env")
+        .await;
+    for p in [
+        "/tmp/fifo",
+        "/tmp/env",
+        "/proc/self/mem",
+        "/dev/null",
+        "/tmp",
+    ] {
+        assert!(
+            f.rt.read_file(&id, p).await.is_err(),
+            "{p} must not be served"
+        );
     }
-    assert!(f.rt.write_file(&id, "/proc/sys/kernel/hostname", b"x", 0).await.is_err());
+    assert!(f
+        .rt
+        .write_file(&id, "/proc/sys/kernel/hostname", b"x", 0)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn base_template_runs_python_and_node() {
-    let Some(f) = fixture("tools").await else { return };
+    let Some(f) = fixture("tools").await else {
+        return;
+    };
     let id = f.create("sb-tools").await;
     let py = f.run(&id, &["/usr/bin/python3", "-c", "print(1)"]).await;
-    assert_eq!((py.exit_code, text(&py.stdout).as_str()), (0, "1\n"), "{py:?}");
+    assert_eq!(
+        (py.exit_code, text(&py.stdout).as_str()),
+        (0, "1\n"),
+        "{py:?}"
+    );
     let node = f.run(&id, &["/usr/bin/node", "-v"]).await;
     assert_eq!(node.exit_code, 0, "{node:?}");
     assert!(text(&node.stdout).starts_with('v'), "{node:?}");
@@ -161,7 +254,9 @@ async fn base_template_runs_python_and_node() {
 
 #[tokio::test]
 async fn limits_are_written_and_read_back() {
-    let Some(f) = fixture("limits").await else { return };
+    let Some(f) = fixture("limits").await else {
+        return;
+    };
     let mut cfg = f.config("sb-limits");
     (cfg.cpu_millis, cfg.memory_mb, cfg.pids_max) = (250, 96, 42);
     f.rt.create(cfg).await.unwrap();
@@ -177,9 +272,15 @@ async fn limits_are_written_and_read_back() {
     // The init is in the sandbox's cgroup; inside, the cgroup namespace hides the path.
     let pid = f.rt.init_pid("sb-limits").unwrap();
     let host_view = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(host_view.contains(&format!("{}/sb-limits", f.cfg.cgroup_parent)), "{host_view}");
+    assert!(
+        host_view.contains(&format!("{}/sb-limits", f.cfg.cgroup_parent)),
+        "{host_view}"
+    );
     let inside = f.sh("sb-limits", "cat /proc/self/cgroup").await;
-    assert!(!text(&inside.stdout).contains(&f.cfg.cgroup_parent), "{inside:?}");
+    assert!(
+        !text(&inside.stdout).contains(&f.cfg.cgroup_parent),
+        "{inside:?}"
+    );
     // The writable layer is a tmpfs of disk_mb (64 MiB here).
     let out = f.sh("sb-limits", "head -c 80M /dev/zero > /root/big; echo rc=$?; head -c 8M /dev/zero > /root/small && echo small-ok").await;
     let t = text(&out.stdout) + &text(&out.stderr);
@@ -188,7 +289,9 @@ async fn limits_are_written_and_read_back() {
 
 #[tokio::test]
 async fn wait_reports_the_end_and_sigterm_stops_the_sandbox() {
-    let Some(f) = fixture("wait").await else { return };
+    let Some(f) = fixture("wait").await else {
+        return;
+    };
     let id = f.create("sb-wait").await;
     let pid = f.rt.init_pid(&id).unwrap();
     let waiter = {
@@ -198,14 +301,20 @@ async fn wait_reports_the_end_and_sigterm_stops_the_sandbox() {
     };
     f.sh(&id, "sleep 100 >/dev/null 2>&1 &").await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
-    let info = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let info = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((info.code, info.oom_killed), (Some(0), false), "{info:?}");
     f.rt.destroy(&id).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_new_runtime_adopts_running_sandboxes() {
-    let Some(f) = fixture("adopt").await else { return };
+    let Some(f) = fixture("adopt").await else {
+        return;
+    };
     let id = f.create("sb-adopt").await;
     f.sh(&id, "echo kept > /root/state").await;
     let pid = f.rt.init_pid(&id).unwrap();
@@ -213,7 +322,10 @@ async fn a_new_runtime_adopts_running_sandboxes() {
     let rt2 = Runtime::new(f.cfg.clone()).await.unwrap();
     assert_eq!(rt2.list().await.unwrap(), vec![id.clone()]);
     assert_eq!(rt2.init_pid(&id).unwrap(), pid);
-    let out = rt2.exec_buffered(&id, ExecSpec::new(["/bin/cat", "/root/state"])).await.unwrap();
+    let out = rt2
+        .exec_buffered(&id, ExecSpec::new(["/bin/cat", "/root/state"]))
+        .await
+        .unwrap();
     assert_eq!(text(&out.stdout), "kept\n");
     let waiter = {
         let rt2 = rt2.clone();
@@ -221,20 +333,30 @@ async fn a_new_runtime_adopts_running_sandboxes() {
         tokio::spawn(async move { rt2.wait(&id).await })
     };
     rt2.destroy(&id).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(5), waiter).await.is_ok());
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        s.contains("State:\tZ")
-    });
+    assert!(tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .is_ok());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            s.contains("State:\tZ")
+        }
+    );
     assert!(!f.cfg.state_dir.join(&id).exists());
 }
 
 #[tokio::test]
 async fn sandboxes_survive_the_spawner_and_a_new_one_is_started() {
-    let Some(f) = fixture("spawner").await else { return };
+    let Some(f) = fixture("spawner").await else {
+        return;
+    };
     let id = f.create("sb-orphan").await;
     let old = f.rt.spawner_pid().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), nix::sys::signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let waiter = {
         let rt = f.rt.clone();
@@ -242,12 +364,19 @@ async fn sandboxes_survive_the_spawner_and_a_new_one_is_started() {
         tokio::spawn(async move { rt.wait(&id).await })
     };
     assert_eq!(f.sh(&id, "echo alive").await.stdout, b"alive\n");
-    assert!(!waiter.is_finished(), "the sandbox must not be reported dead");
+    assert!(
+        !waiter.is_finished(),
+        "the sandbox must not be reported dead"
+    );
     let other = f.create("sb-after").await; // a fresh spawner starts
     assert_ne!(f.rt.spawner_pid(), Some(old));
     assert_eq!(f.sh(&other, "echo ok").await.stdout, b"ok\n");
     f.rt.destroy(&id).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// Template layers are id-mapped: files the host root owns belong to the
@@ -256,7 +385,9 @@ async fn sandboxes_survive_the_spawner_and_a_new_one_is_started() {
 #[tokio::test]
 async fn template_files_belong_to_the_sandbox_root() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(f) = fixture("idmap").await else { return };
+    let Some(f) = fixture("idmap").await else {
+        return;
+    };
     let top = f.dir.path().join("top-layer");
     std::fs::create_dir_all(top.join("private")).unwrap();
     std::fs::set_permissions(top.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -271,7 +402,11 @@ async fn template_files_belong_to_the_sandbox_root() {
              cat /private/data; echo more > /private/new && echo private-ok",
         )
         .await;
-    assert_eq!(text(&out.stdout), "0 0\n0 0\npasswd-ok\nlayer\nprivate-ok\n", "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "0 0\n0 0\npasswd-ok\nlayer\nprivate-ok\n",
+        "{out:?}"
+    );
     assert!(!top.join("private/new").exists());
     let passwd = std::fs::read_to_string(f.template.layers[0].join("etc/passwd")).unwrap();
     assert!(!passwd.contains("extra"));
@@ -280,11 +415,16 @@ async fn template_files_belong_to_the_sandbox_root() {
 /// What a warm-pool claim does to a ready sandbox: new limits, new hostname.
 #[tokio::test]
 async fn a_claim_rebinds_limits_and_hostname() {
-    let Some(f) = fixture("claim").await else { return };
+    let Some(f) = fixture("claim").await else {
+        return;
+    };
     let id = f.create("sb-pooled").await;
     f.rt.update_limits(&id, 500, 128).unwrap();
     let l = f.rt.limits(&id).unwrap();
-    assert_eq!((l.memory_bytes, l.cpu_quota), (Some(128 << 20), Some((50_000, 100_000))));
+    assert_eq!(
+        (l.memory_bytes, l.cpu_quota),
+        (Some(128 << 20), Some((50_000, 100_000)))
+    );
     assert_eq!(l.pids_max, Some(128), "the task limit stays");
     f.rt.set_hostname(&id, "tenant-sandbox").unwrap();
     assert_eq!(f.sh(&id, "hostname").await.stdout, b"tenant-sandbox\n");

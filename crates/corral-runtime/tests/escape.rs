@@ -24,13 +24,18 @@ def sc(nr, *args):
 fn kv(out: &[u8]) -> BTreeMap<String, String> {
     text(out)
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect()
 }
 
 #[tokio::test]
 async fn host_files_are_out_of_reach() {
-    let Some(f) = fixture("esc-files").await else { return };
+    let Some(f) = fixture("esc-files").await else {
+        return;
+    };
     let id = f.create("sb-files").await;
     // A secret on the host, next to the sandbox's own state, and in /root.
     let secret = f.dir.path().join("host-secret");
@@ -92,7 +97,9 @@ fn snapshot(dir: &std::path::Path) -> Vec<(String, u64, u32)> {
 
 #[tokio::test]
 async fn the_template_and_host_usr_stay_unchanged() {
-    let Some(f) = fixture("esc-template").await else { return };
+    let Some(f) = fixture("esc-template").await else {
+        return;
+    };
     let layer = f.template.layers[0].clone();
     let before = snapshot(&layer);
     let passwd = std::fs::read(layer.join("etc/passwd")).unwrap();
@@ -107,21 +114,34 @@ async fn the_template_and_host_usr_stay_unchanged() {
         )
         .await;
     let msg = text(&out.stdout);
-    assert!(msg.contains("Read-only file system") || msg.contains("Permission denied"), "{out:?}");
+    assert!(
+        msg.contains("Read-only file system") || msg.contains("Permission denied"),
+        "{out:?}"
+    );
     assert_eq!(snapshot(&layer), before, "the template changed");
     assert_eq!(std::fs::read(layer.join("etc/passwd")).unwrap(), passwd);
     assert!(std::path::Path::new("/usr/bin/python3").exists());
     assert!(!std::path::Path::new("/usr/evil").exists());
     // A second sandbox of the same template sees none of the first one's changes.
     let other = f.create("sb-tmpl2").await;
-    let out = f.sh(&other, "ls /etc/new /newdir 2>&1; test -d /home && echo home-ok; grep -c evil /etc/passwd").await;
+    let out = f
+        .sh(
+            &other,
+            "ls /etc/new /newdir 2>&1; test -d /home && echo home-ok; grep -c evil /etc/passwd",
+        )
+        .await;
     let t = text(&out.stdout);
-    assert!(t.contains("home-ok") && t.contains("No such file") && t.ends_with("0\n"), "{out:?}");
+    assert!(
+        t.contains("home-ok") && t.contains("No such file") && t.ends_with("0\n"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
 async fn host_processes_are_invisible_and_unsignalable() {
-    let Some(f) = fixture("esc-procs").await else { return };
+    let Some(f) = fixture("esc-procs").await else {
+        return;
+    };
     let id = f.create("sb-procs").await;
     let me = std::process::id();
     let script = format!(
@@ -152,14 +172,20 @@ print('init_comm=' + open('/proc/1/comm').read().strip())
 
 #[tokio::test]
 async fn dangerous_syscalls_are_denied() {
-    let Some(f) = fixture("esc-syscalls").await else { return };
+    let Some(f) = fixture("esc-syscalls").await else {
+        return;
+    };
     let id = f.create("sb-sys").await;
     let calls: &[(&str, libc::c_long, &[i64])] = &[
         ("keyctl", libc::SYS_keyctl, &[0]),
         ("add_key", libc::SYS_add_key, &[0, 0, 0, 0, 0]),
         ("request_key", libc::SYS_request_key, &[0, 0, 0, 0]),
         ("bpf", libc::SYS_bpf, &[0, 0, 0]),
-        ("perf_event_open", libc::SYS_perf_event_open, &[0, 0, -1, -1, 0]),
+        (
+            "perf_event_open",
+            libc::SYS_perf_event_open,
+            &[0, 0, -1, -1, 0],
+        ),
         ("init_module", libc::SYS_init_module, &[0, 0, 0]),
         ("finit_module", libc::SYS_finit_module, &[0, 0, 0]),
         ("delete_module", libc::SYS_delete_module, &[0, 0]),
@@ -171,13 +197,33 @@ async fn dangerous_syscalls_are_denied() {
         ("fsopen", libc::SYS_fsopen, &[0, 0]),
         ("open_tree", libc::SYS_open_tree, &[-100, 0, 0]),
         ("move_mount", libc::SYS_move_mount, &[0, 0, 0, 0, 0]),
-        ("unshare_user", libc::SYS_unshare, &[libc::CLONE_NEWUSER as i64]),
-        ("unshare_net", libc::SYS_unshare, &[libc::CLONE_NEWNET as i64]),
-        ("unshare_mnt", libc::SYS_unshare, &[libc::CLONE_NEWNS as i64]),
-        ("clone_newuser", libc::SYS_clone, &[(libc::CLONE_NEWUSER | libc::SIGCHLD) as i64, 0, 0, 0, 0]),
+        (
+            "unshare_user",
+            libc::SYS_unshare,
+            &[libc::CLONE_NEWUSER as i64],
+        ),
+        (
+            "unshare_net",
+            libc::SYS_unshare,
+            &[libc::CLONE_NEWNET as i64],
+        ),
+        (
+            "unshare_mnt",
+            libc::SYS_unshare,
+            &[libc::CLONE_NEWNS as i64],
+        ),
+        (
+            "clone_newuser",
+            libc::SYS_clone,
+            &[(libc::CLONE_NEWUSER | libc::SIGCHLD) as i64, 0, 0, 0, 0],
+        ),
         ("setns", libc::SYS_setns, &[0, 0]),
         ("ptrace", libc::SYS_ptrace, &[0, 0, 0, 0]),
-        ("process_vm_readv", libc::SYS_process_vm_readv, &[1, 0, 0, 0, 0, 0]),
+        (
+            "process_vm_readv",
+            libc::SYS_process_vm_readv,
+            &[1, 0, 0, 0, 0, 0],
+        ),
         ("reboot", libc::SYS_reboot, &[0, 0, 0, 0]),
         ("swapon", libc::SYS_swapon, &[0, 0]),
         ("acct", libc::SYS_acct, &[0]),
@@ -189,17 +235,33 @@ async fn dangerous_syscalls_are_denied() {
     let mut script = SYSCALL_PY.to_string();
     for (name, nr, args) in calls {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        script.push_str(&format!("print('{name}=%d' % sc({nr}, {}))\n", args.join(", ")));
+        script.push_str(&format!(
+            "print('{name}=%d' % sc({nr}, {}))\n",
+            args.join(", ")
+        ));
     }
-    script.push_str(&format!("print('clone3=%d' % sc({}, 0, 0))\n", libc::SYS_clone3));
+    script.push_str(&format!(
+        "print('clone3=%d' % sc({}, 0, 0))\n",
+        libc::SYS_clone3
+    ));
     script.push_str(&format!("print('getpid=%d' % sc({}))\n", libc::SYS_getpid));
     #[cfg(target_arch = "x86_64")]
-    script.push_str(&format!("print('x32_getpid=%d' % sc({}))\n", 0x4000_0000 | libc::SYS_getpid));
-    script.push_str(&format!("print('personality_query=%d' % sc({}, 0xffffffff))\n", libc::SYS_personality));
+    script.push_str(&format!(
+        "print('x32_getpid=%d' % sc({}))\n",
+        0x4000_0000 | libc::SYS_getpid
+    ));
+    script.push_str(&format!(
+        "print('personality_query=%d' % sc({}, 0xffffffff))\n",
+        libc::SYS_personality
+    ));
     let out = f.py(&id, &script).await;
     let r = kv(&out.stdout);
     for (name, _, _) in calls {
-        assert_eq!(r.get(*name).map(String::as_str), Some("1"), "{name} must fail with EPERM: {out:?}");
+        assert_eq!(
+            r.get(*name).map(String::as_str),
+            Some("1"),
+            "{name} must fail with EPERM: {out:?}"
+        );
     }
     assert_eq!(r["clone3"], libc::ENOSYS.to_string());
     assert_eq!(r["getpid"], "0", "allowed syscalls still work");
@@ -210,16 +272,26 @@ async fn dangerous_syscalls_are_denied() {
 
 #[tokio::test]
 async fn no_privileges_beyond_the_minimal_set() {
-    let Some(f) = fixture("esc-caps").await else { return };
+    let Some(f) = fixture("esc-caps").await else {
+        return;
+    };
     let id = f.create("sb-caps").await;
     let status = f.sh(&id, "cat /proc/self/status").await;
     let eff = corral_runtime::parse_cap_eff(&text(&status.stdout)).unwrap();
     let allowed: u64 = SANDBOX_CAPS.iter().map(|c| 1u64 << c).sum();
     assert_eq!(eff & !allowed, 0, "unexpected capabilities {eff:#x}");
     let t = text(&status.stdout);
-    assert!(t.contains("NoNewPrivs:\t1") && t.contains("Seccomp:\t2"), "{t}");
+    assert!(
+        t.contains("NoNewPrivs:\t1") && t.contains("Seccomp:\t2"),
+        "{t}"
+    );
     // The init's memory, environment and fds are off limits.
-    let out = f.sh(&id, "cat /proc/1/environ; cat /proc/1/mem; ls /proc/1/fd; echo done").await;
+    let out = f
+        .sh(
+            &id,
+            "cat /proc/1/environ; cat /proc/1/mem; ls /proc/1/fd; echo done",
+        )
+        .await;
     assert_eq!(text(&out.stdout), "done\n", "{out:?}");
     // Sandbox root is an unprivileged host uid, different per sandbox.
     let other = f.create("sb-caps2").await;
@@ -227,15 +299,25 @@ async fn no_privileges_beyond_the_minimal_set() {
     let map_b = text(&f.sh(&other, "cat /proc/self/uid_map").await.stdout);
     let host_a: u32 = map_a.split_whitespace().nth(1).unwrap().parse().unwrap();
     let host_b: u32 = map_b.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(host_a >= 100_000 && host_b >= 100_000 && host_a.abs_diff(host_b) >= 65_536, "{map_a} {map_b}");
+    assert!(
+        host_a >= 100_000 && host_b >= 100_000 && host_a.abs_diff(host_b) >= 65_536,
+        "{map_a} {map_b}"
+    );
     let pid = f.rt.init_pid(&id).unwrap();
     let host_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(host_status.lines().any(|l| l.starts_with("Uid:") && l.contains(&host_a.to_string())), "{host_status}");
+    assert!(
+        host_status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&host_a.to_string())),
+        "{host_status}"
+    );
 }
 
 #[tokio::test]
 async fn mount_mknod_sys_and_cgroup_writes_fail() {
-    let Some(f) = fixture("esc-mount").await else { return };
+    let Some(f) = fixture("esc-mount").await else {
+        return;
+    };
     let id = f.create("sb-mount").await;
     let script = "\
         mount -t tmpfs none /mnt 2>/dev/null && echo mount=ok || echo mount=denied
@@ -254,7 +336,10 @@ async fn mount_mknod_sys_and_cgroup_writes_fail() {
     ";
     let out = f.sh(&id, script).await;
     let r = kv(&out.stdout);
-    for k in ["mount", "umount", "mknod", "mknod_c", "sys", "procsys", "sysrq", "cgmount", "cgwrite", "hostname"] {
+    for k in [
+        "mount", "umount", "mknod", "mknod_c", "sys", "procsys", "sysrq", "cgmount", "cgwrite",
+        "hostname",
+    ] {
         assert_eq!(r.get(k).map(String::as_str), Some("denied"), "{k}: {out:?}");
     }
     assert_eq!(r["cgroups"], "0", "no cgroup filesystem inside");
@@ -266,7 +351,9 @@ async fn mount_mknod_sys_and_cgroup_writes_fail() {
 
 #[tokio::test]
 async fn raw_sockets_and_foreign_networks_are_unreachable() {
-    let Some(f) = fixture("esc-net").await else { return };
+    let Some(f) = fixture("esc-net").await else {
+        return;
+    };
     let a = f.create("sb-net-a").await;
     let b = f.create("sb-net-b").await;
     // A service on the host's loopback, and an abstract unix socket on the host.
@@ -275,9 +362,14 @@ async fn raw_sockets_and_foreign_networks_are_unreachable() {
     let abstract_name = format!("corral-test-{}", std::process::id());
     let _abs = bind_abstract(&abstract_name);
     // A service inside sandbox B on the same port number.
-    f.sh(&b, &format!("/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &")).await;
-    let probe = |tries: u32| format!(
-        r#"
+    f.sh(
+        &b,
+        &format!("/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &"),
+    )
+    .await;
+    let probe = |tries: u32| {
+        format!(
+            r#"
 import socket, time
 def tcp(port):
     for _ in range({tries}):
@@ -301,14 +393,18 @@ except OSError as e: print('abstract=' + type(e).__name__)
 import os
 print('ifaces=' + ','.join(sorted(os.listdir('/sys/class/net'))))
 "#
-    );
+        )
+    };
     // Sanity first: B reaches its own server (given time to start), so A's
     // refusal below means isolation, not a server that is not up yet.
     let out_b = f.py(&b, &probe(200)).await;
     assert_eq!(kv(&out_b.stdout)["tcp"], "connected", "{out_b:?}");
     let out_a = f.py(&a, &probe(5)).await;
     let ra = kv(&out_a.stdout);
-    assert_eq!(ra["tcp"], "refused", "host loopback or sandbox B reached: {out_a:?}");
+    assert_eq!(
+        ra["tcp"], "refused",
+        "host loopback or sandbox B reached: {out_a:?}"
+    );
     assert_eq!(ra["packet"], "PermissionError");
     assert_eq!(ra["raw_icmp"], "PermissionError");
     assert_eq!(ra["raw_icmp6"], "PermissionError");
@@ -326,7 +422,9 @@ fn bind_abstract(name: &str) -> std::os::unix::net::UnixListener {
 
 #[tokio::test]
 async fn setuid_does_not_escalate() {
-    let Some(f) = fixture("esc-setuid").await else { return };
+    let Some(f) = fixture("esc-setuid").await else {
+        return;
+    };
     let id = f.create("sb-suid").await;
     f.sh(&id, "cp /usr/bin/id /root/suid-id; chmod 4755 /root/suid-id; chmod 755 /root; cp /usr/bin/id /tmp/suid-id; chmod 4755 /tmp/suid-id").await;
     let mut spec = ExecSpec::new([
@@ -339,13 +437,19 @@ async fn setuid_does_not_escalate() {
     spec.uid = Some(1000);
     spec.timeout = Some(Duration::from_secs(20));
     let out = f.rt.exec_buffered(&id, spec).await.unwrap();
-    assert_eq!(text(&out.stdout), "1000\n1000\nsu-failed\nsetuid-denied\nCapEff:\t0000000000000000\n", "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "1000\n1000\nsu-failed\nsetuid-denied\nCapEff:\t0000000000000000\n",
+        "{out:?}"
+    );
 }
 
 /// Sandbox A fork-bombs into its pids limit; sandbox B and the host carry on.
 #[tokio::test]
 async fn a_fork_bomb_hits_only_its_own_pids_limit() {
-    let Some(f) = fixture("esc-forkbomb").await else { return };
+    let Some(f) = fixture("esc-forkbomb").await else {
+        return;
+    };
     let mut cfg = f.config("sb-bomb");
     cfg.pids_max = 64;
     f.rt.create(cfg).await.unwrap();
@@ -360,9 +464,14 @@ async fn a_fork_bomb_hits_only_its_own_pids_limit() {
     let stats = f.rt.stats("sb-bomb").unwrap();
     assert!(stats.pids <= 64, "{stats:?}");
     // Bystander sandbox and the host still fork.
-    let out = f.sh(&b, "for i in 1 2 3 4 5; do /bin/true; done; echo fine").await;
+    let out = f
+        .sh(&b, "for i in 1 2 3 4 5; do /bin/true; done; echo fine")
+        .await;
     assert_eq!(text(&out.stdout), "fine\n");
-    assert!(std::process::Command::new("/bin/true").status().unwrap().success());
+    assert!(std::process::Command::new("/bin/true")
+        .status()
+        .unwrap()
+        .success());
     let _ = bomb.await.unwrap();
     assert!(f.rt.stats("sb-bomb").unwrap().pids_limit_hits > 0);
     f.rt.destroy("sb-bomb").await.unwrap();
@@ -373,12 +482,24 @@ async fn a_fork_bomb_hits_only_its_own_pids_limit() {
 /// sandbox's end is reported as an OOM kill.
 #[tokio::test]
 async fn a_memory_hog_is_oom_killed_in_its_own_sandbox() {
-    let Some(f) = fixture("esc-oom").await else { return };
+    let Some(f) = fixture("esc-oom").await else {
+        return;
+    };
     let mut cfg = f.config("sb-hog");
     cfg.memory_mb = 64;
     f.rt.create(cfg).await.unwrap();
     let b = f.create("sb-calm").await;
-    let out = f.run("sb-hog", &["/usr/bin/python3", "-S", "-c", "x = b'\\x01' * (400 << 20); print('survived')"]).await;
+    let out = f
+        .run(
+            "sb-hog",
+            &[
+                "/usr/bin/python3",
+                "-S",
+                "-c",
+                "x = b'\\x01' * (400 << 20); print('survived')",
+            ],
+        )
+        .await;
     assert_eq!(out.exit_code, 128 + 9, "{out:?}");
     assert!(f.rt.stats("sb-hog").unwrap().oom_kills >= 1);
     // The init survived its sandbox's OOM and still serves.
@@ -396,7 +517,9 @@ async fn a_memory_hog_is_oom_killed_in_its_own_sandbox() {
 
 #[tokio::test]
 async fn landlock_limits_writes_to_the_listed_paths() {
-    let Some(f) = fixture("esc-landlock").await else { return };
+    let Some(f) = fixture("esc-landlock").await else {
+        return;
+    };
     let mut cfg = f.config("sb-landlock");
     cfg.landlock_writable = Some(vec!["/tmp".into()]);
     f.rt.create(cfg).await.unwrap();
@@ -410,16 +533,31 @@ async fn landlock_limits_writes_to_the_listed_paths() {
         .await;
     let r = kv(&out.stdout);
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns the ABI version.
-    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
     if abi < 1 {
         eprintln!("SKIP landlock assertions: Landlock is not enabled on this kernel");
         return;
     }
     assert_eq!(
-        (r["tmp"].as_str(), r["root"].as_str(), r["mkdir"].as_str(), r["devnull"].as_str(), r["read"].as_str()),
+        (
+            r["tmp"].as_str(),
+            r["root"].as_str(),
+            r["mkdir"].as_str(),
+            r["devnull"].as_str(),
+            r["read"].as_str()
+        ),
         ("ok", "denied", "denied", "ok", "ok"),
         "{out:?}"
     );
     // The init is not restricted: the runtime can still write anywhere.
-    f.rt.write_file("sb-landlock", "/root/by-runtime", b"x", 0).await.unwrap();
+    f.rt.write_file("sb-landlock", "/root/by-runtime", b"x", 0)
+        .await
+        .unwrap();
 }

@@ -4,6 +4,9 @@
 
 fn main() {
     corral_runtime::maybe_run_spawner();
-    eprintln!("corral-runtime-helper: start me with {} (the runtime does)", corral_runtime::SPAWNER_ARG);
+    eprintln!(
+        "corral-runtime-helper: start me with {} (the runtime does)",
+        corral_runtime::SPAWNER_ARG
+    );
     std::process::exit(2);
 }

@@ -75,40 +75,61 @@ impl Layout {
     /// hybrid hosts where v2 is mounted but empty). Creates the parent dirs.
     pub fn detect(parent: &str) -> Result<Layout> {
         let hier = hierarchies()?;
-        let pick = |name: &str| -> Option<Place> {
-            if let Some(h) = hier.iter().find(|h| !h.v2 && h.controllers.iter().any(|c| c == name)) {
-                return Some(Place::V1(h.mount.join(&h.own).join(parent)));
-            }
-            hier.iter()
-                .find(|h| h.v2 && h.controllers.iter().any(|c| c == name))
-                .map(|h| Place::V2(h.mount.join(&h.own).join(parent)))
-        };
-        let layout = Layout {
-            memory: pick("memory"),
-            pids: pick("pids"),
-            cpu: pick("cpu"),
-            unified: hier.iter().find(|h| h.v2).map(|h| h.mount.join(&h.own).join(parent)),
-        };
+        let layout = Layout::choose(&hier, parent);
         if layout.memory.is_none() || layout.pids.is_none() {
-            return Err(RuntimeError::Unsupported("memory and pids cgroup controllers are required".into()));
+            return Err(RuntimeError::Unsupported(
+                "memory and pids cgroup controllers are required".into(),
+            ));
         }
         layout.create_parents(&hier)?;
         tracing::debug!(?layout, "cgroup layout");
         Ok(layout)
     }
 
+    /// The pure decision. On v1 the parent nests under our own cgroup (the
+    /// sandboxes stay inside whatever limits the dataplane was given). On v2
+    /// it sits at the hierarchy root: v2 forbids enabling controllers for
+    /// children of a cgroup that holds processes, and ours does (this is what
+    /// container managers do with their own slices).
+    fn choose(hier: &[Hierarchy], parent: &str) -> Layout {
+        let v1_dir = |h: &Hierarchy| h.mount.join(&h.own).join(parent);
+        let v2_dir = |h: &Hierarchy| h.mount.join(parent);
+        let pick = |name: &str| -> Option<Place> {
+            if let Some(h) = hier
+                .iter()
+                .find(|h| !h.v2 && h.controllers.iter().any(|c| c == name))
+            {
+                return Some(Place::V1(v1_dir(h)));
+            }
+            hier.iter()
+                .find(|h| h.v2 && h.controllers.iter().any(|c| c == name))
+                .map(|h| Place::V2(v2_dir(h)))
+        };
+        Layout {
+            memory: pick("memory"),
+            pids: pick("pids"),
+            cpu: pick("cpu"),
+            unified: hier.iter().find(|h| h.v2).map(v2_dir),
+        }
+    }
+
     fn create_parents(&self, hier: &[Hierarchy]) -> Result<()> {
         for dir in self.dirs(None) {
-            fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("mkdir {}", dir.display()), e))?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| RuntimeError::io(format!("mkdir {}", dir.display()), e))?;
         }
         if let Some(unified) = &self.unified {
-            let wanted: Vec<&str> = [("memory", &self.memory), ("pids", &self.pids), ("cpu", &self.cpu)]
-                .iter()
-                .filter(|(_, p)| matches!(p, Some(Place::V2(_))))
-                .map(|(n, _)| *n)
-                .collect();
+            let wanted: Vec<&str> = [
+                ("memory", &self.memory),
+                ("pids", &self.pids),
+                ("cpu", &self.cpu),
+            ]
+            .iter()
+            .filter(|(_, p)| matches!(p, Some(Place::V2(_))))
+            .map(|(n, _)| *n)
+            .collect();
             if let Some(h) = hier.iter().find(|h| h.v2) {
-                v2::enable_controllers(&h.mount.join(&h.own), unified, &wanted);
+                v2::enable_controllers(&h.mount, unified, &wanted);
             }
         }
         Ok(())
@@ -123,7 +144,9 @@ impl Layout {
         if let Some(u) = &self.unified {
             set.insert(u.clone());
         }
-        set.into_iter().map(|d| id.map_or(d.clone(), |i| d.join(i))).collect()
+        set.into_iter()
+            .map(|d| id.map_or(d.clone(), |i| d.join(i)))
+            .collect()
     }
 
     /// The (not yet created) cgroup of sandbox `id`.
@@ -151,11 +174,25 @@ impl Layout {
 }
 
 fn hierarchies() -> Result<Vec<Hierarchy>> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| RuntimeError::io("read mountinfo", e))?;
-    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| RuntimeError::io("read /proc/self/cgroup", e))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RuntimeError::io("read mountinfo", e))?;
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| RuntimeError::io("read /proc/self/cgroup", e))?;
+    Ok(parse_hierarchies(&mountinfo, &own, v2_controllers))
+}
+
+/// The cgroup hierarchies in `mountinfo`, with our path in each (from the
+/// text of `/proc/self/cgroup`); `v2_ctrls` lists a v2 mount's controllers.
+fn parse_hierarchies(
+    mountinfo: &str,
+    own: &str,
+    v2_ctrls: impl Fn(&Path) -> Vec<String>,
+) -> Vec<Hierarchy> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -163,15 +200,31 @@ fn hierarchies() -> Result<Vec<Hierarchy>> {
         }
         let (root, mount, fstype) = (pre[3], PathBuf::from(pre[4]), post[0]);
         let (v2, controllers) = match fstype {
-            "cgroup2" => (true, v2_controllers(&mount)),
-            "cgroup" => (false, post[2].split(',').filter(|o| !matches!(*o, "rw" | "ro")).map(String::from).collect()),
+            "cgroup2" => (true, v2_ctrls(&mount)),
+            "cgroup" => (
+                false,
+                post[2]
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro"))
+                    .map(String::from)
+                    .collect(),
+            ),
             _ => continue,
         };
-        let own_path = own_cgroup(&own, v2, &controllers).unwrap_or_default();
-        let rel = own_path.strip_prefix(root).unwrap_or(&own_path).trim_start_matches('/').to_string();
-        out.push(Hierarchy { mount, v2, controllers, own: PathBuf::from(rel) });
+        let own_path = own_cgroup(own, v2, &controllers).unwrap_or_default();
+        let rel = own_path
+            .strip_prefix(root)
+            .unwrap_or(&own_path)
+            .trim_start_matches('/')
+            .to_string();
+        out.push(Hierarchy {
+            mount,
+            v2,
+            controllers,
+            own: PathBuf::from(rel),
+        });
     }
-    Ok(out)
+    out
 }
 
 fn v2_controllers(mount: &Path) -> Vec<String> {
@@ -245,7 +298,8 @@ impl Cgroup {
     /// task limit as it is: what a warm-pool claim changes.
     pub fn apply_cpu_memory(&self, cpu_millis: u32, memory_mb: u32) -> Result<()> {
         let mem = (memory_mb > 0).then(|| u64::from(memory_mb) << 20);
-        let quota = (cpu_millis > 0).then(|| (u64::from(cpu_millis) * CPU_PERIOD_US / 1000).max(1000));
+        let quota =
+            (cpu_millis > 0).then(|| (u64::from(cpu_millis) * CPU_PERIOD_US / 1000).max(1000));
         match &self.memory {
             Some(Place::V1(d)) => v1::set_memory(d, mem)?,
             Some(Place::V2(d)) => v2::set_memory(d, mem)?,
@@ -301,7 +355,10 @@ impl Cgroup {
 
     /// The `cgroup.procs` files the init's pid goes into.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs().into_iter().map(|d| d.join("cgroup.procs")).collect()
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     /// Kills every task in the cgroup (v2 `cgroup.kill` when there is one,
@@ -313,9 +370,15 @@ impl Cgroup {
             }
         }
         for d in self.dirs() {
-            for pid in fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
                 if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -350,12 +413,15 @@ fn read_u64(p: &Path) -> Option<u64> {
 
 /// Reads a `max`-or-number file (`pids.max`, `memory.max`).
 fn read_max(p: &Path) -> Result<Option<u64>> {
-    let s = fs::read_to_string(p).map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
+    let s =
+        fs::read_to_string(p).map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
     let s = s.trim();
     if s == "max" {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| RuntimeError::Protocol(format!("{}: unexpected {s:?}", p.display())))
+    s.parse()
+        .map(Some)
+        .map_err(|_| RuntimeError::Protocol(format!("{}: unexpected {s:?}", p.display())))
 }
 
 /// Reads `key N` from a flat keyed file (`memory.events`, `pids.events`, `memory.oom_control`).
@@ -376,10 +442,60 @@ fn write(p: &Path, v: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn hybrid_hosts_use_v1_controllers_under_our_own_cgroup() {
+        let own = "4:memory:/api/x\n1:cpu:/\n8:pids:/\n0::/svc\n";
+        let hier = parse_hierarchies(HYBRID, own, |_| vec![]);
+        let l = Layout::choose(&hier, "corral");
+        assert_eq!(
+            l.memory,
+            Some(Place::V1("/sys/fs/cgroup/memory/api/x/corral".into()))
+        );
+        assert_eq!(l.pids, Some(Place::V1("/sys/fs/cgroup/pids/corral".into())));
+        assert_eq!(l.cpu, Some(Place::V1("/sys/fs/cgroup/cpu/corral".into())));
+        assert_eq!(l.unified, Some("/sys/fs/cgroup/unified/corral".into()));
+        let cg = l.sandbox("sb");
+        assert_eq!(cg.procs_files().len(), 4);
+    }
+
+    #[test]
+    fn pure_v2_hosts_use_the_unified_hierarchy_at_its_root() {
+        let mi = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let own = "0::/system.slice/corral.service\n";
+        let hier = parse_hierarchies(mi, own, |_| {
+            vec!["cpu".into(), "memory".into(), "pids".into(), "io".into()]
+        });
+        let l = Layout::choose(&hier, "corral");
+        let dir = PathBuf::from("/sys/fs/cgroup/corral");
+        assert_eq!(
+            (l.memory.clone(), l.pids.clone(), l.cpu.clone()),
+            (
+                Some(Place::V2(dir.clone())),
+                Some(Place::V2(dir.clone())),
+                Some(Place::V2(dir.clone()))
+            )
+        );
+        assert_eq!(
+            l.sandbox("sb").procs_files(),
+            vec![dir.join("sb/cgroup.procs")]
+        );
+    }
+
     #[test]
     fn own_cgroup_matches_v1_and_v2_lines() {
         let pc = "4:memory:/a/b\n1:cpu:/\n0::/x\n";
-        assert_eq!(own_cgroup(pc, false, &["memory".into()]).as_deref(), Some("/a/b"));
+        assert_eq!(
+            own_cgroup(pc, false, &["memory".into()]).as_deref(),
+            Some("/a/b")
+        );
         assert_eq!(own_cgroup(pc, true, &[]).as_deref(), Some("/x"));
         assert_eq!(own_cgroup(pc, false, &["pids".into()]), None);
     }

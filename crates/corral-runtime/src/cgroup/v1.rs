@@ -29,13 +29,21 @@ pub(super) fn set_memory(dir: &Path, bytes: Option<u64>) -> Result<()> {
 pub(super) fn read_memory(dir: &Path) -> Result<(Option<u64>, Option<u64>)> {
     let mem = read_limit(&dir.join("memory.limit_in_bytes"))?;
     let memsw = dir.join("memory.memsw.limit_in_bytes");
-    let sw = if memsw.exists() { read_limit(&memsw)? } else { None };
+    let sw = if memsw.exists() {
+        read_limit(&memsw)?
+    } else {
+        None
+    };
     Ok((mem, sw))
 }
 
 fn read_limit(p: &Path) -> Result<Option<u64>> {
-    let s = fs::read_to_string(p).map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
-    let n: u64 = s.trim().parse().map_err(|_| RuntimeError::Protocol(format!("{}: {s:?}", p.display())))?;
+    let s =
+        fs::read_to_string(p).map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| RuntimeError::Protocol(format!("{}: {s:?}", p.display())))?;
     Ok((n < V1_UNLIMITED).then_some(n))
 }
 
@@ -47,23 +55,35 @@ pub(super) fn oom_kills(dir: &Path) -> u64 {
     if text.contains("oom_kill ") {
         return keyed(&dir.join("memory.oom_control"), "oom_kill");
     }
-    fs::read_to_string(dir.join("memory.failcnt")).ok().and_then(|s| s.trim().parse::<u64>().ok()).map_or(0, |n| u64::from(n > 0))
+    fs::read_to_string(dir.join("memory.failcnt"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(0, |n| u64::from(n > 0))
 }
 
 pub(super) fn set_pids(dir: &Path, max: Option<u64>) -> Result<()> {
-    write(&dir.join("pids.max"), &max.map_or("max".to_string(), |n| n.to_string()))
+    write(
+        &dir.join("pids.max"),
+        &max.map_or("max".to_string(), |n| n.to_string()),
+    )
 }
 
 pub(super) fn set_cpu(dir: &Path, quota_us: Option<u64>, period_us: u64) -> Result<()> {
     write(&dir.join("cpu.cfs_period_us"), &period_us.to_string())?;
-    write(&dir.join("cpu.cfs_quota_us"), &quota_us.map_or("-1".to_string(), |q| q.to_string()))
+    write(
+        &dir.join("cpu.cfs_quota_us"),
+        &quota_us.map_or("-1".to_string(), |q| q.to_string()),
+    )
 }
 
 pub(super) fn read_cpu(dir: &Path) -> Result<Option<(u64, u64)>> {
     let rd = |f: &str| -> Result<i64> {
         let p = dir.join(f);
-        let s = fs::read_to_string(&p).map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
-        s.trim().parse().map_err(|_| RuntimeError::Protocol(format!("{}: {s:?}", p.display())))
+        let s = fs::read_to_string(&p)
+            .map_err(|e| RuntimeError::io(format!("read {}", p.display()), e))?;
+        s.trim()
+            .parse()
+            .map_err(|_| RuntimeError::Protocol(format!("{}: {s:?}", p.display())))
     };
     let (q, p) = (rd("cpu.cfs_quota_us")?, rd("cpu.cfs_period_us")?);
     Ok((q >= 0).then_some((q as u64, p as u64)))

@@ -40,7 +40,11 @@ impl Drop for GroupGuard {
     }
 }
 
-pub(crate) async fn handle(conn: &mut UnixStream, req: ExecRequest, init: &Init) -> std::io::Result<()> {
+pub(crate) async fn handle(
+    conn: &mut UnixStream,
+    req: ExecRequest,
+    init: &Init,
+) -> std::io::Result<()> {
     let stdin = protocol::read_data(conn, MAX_STDIN).await?;
     let Some(program) = req.argv.first() else {
         return reply_error(conn, "empty argv".into(), false).await;
@@ -57,7 +61,9 @@ pub(crate) async fn handle(conn: &mut UnixStream, req: ExecRequest, init: &Init)
     let pid = child.id() as i32;
     let exited = init.reaper.watch(pid);
     let mut guard = GroupGuard(pid, true);
-    let (Some(i), Some(o), Some(e)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+    let (Some(i), Some(o), Some(e)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return reply_error(conn, "missing pipes".into(), false).await;
     };
     let stdin_pipe = pipe::Sender::from_owned_fd(OwnedFd::from(i))?;
@@ -65,7 +71,10 @@ pub(crate) async fn handle(conn: &mut UnixStream, req: ExecRequest, init: &Init)
     let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(e))?;
     drop(child); // never waited on here: the reaper owns wait()
     let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
-    let (status, timed_out) = pump(conn, stdin, stdin_pipe, stdout, stderr, exited, timeout, pid).await?;
+    let (status, timed_out) = pump(
+        conn, stdin, stdin_pipe, stdout, stderr, exited, timeout, pid,
+    )
+    .await?;
     guard.1 = timed_out; // a finished command's background children may live on
     drop(guard);
     let exit = ExecExit {
@@ -83,7 +92,14 @@ fn command(program: &str, req: &ExecRequest, init: &Init) -> Command {
     cmd.args(&req.argv[1..])
         .env_clear()
         .env("PATH", DEFAULT_PATH)
-        .env("HOME", if req.uid.unwrap_or(0) == 0 { "/root" } else { "/" })
+        .env(
+            "HOME",
+            if req.uid.unwrap_or(0) == 0 {
+                "/root"
+            } else {
+                "/"
+            },
+        )
         .envs(&init.env)
         .envs(&req.env)
         .current_dir(resolve_cwd(&req.cwd, &init.workdir))
@@ -108,7 +124,13 @@ fn command(program: &str, req: &ExecRequest, init: &Init) -> Command {
 
 fn resolve_cwd(cwd: &str, workdir: &str) -> String {
     match cwd {
-        "" => if workdir.is_empty() { "/".into() } else { workdir.into() },
+        "" => {
+            if workdir.is_empty() {
+                "/".into()
+            } else {
+                workdir.into()
+            }
+        }
         c if c.starts_with('/') => c.into(),
         c => Path::new(workdir).join(c).display().to_string(),
     }
@@ -121,7 +143,10 @@ fn child_setup(uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()> {
         if libc::setsid() < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
         if fd >= 0 {
             libc::write(fd, b"0".as_ptr().cast(), 1);
             libc::close(fd);
@@ -193,7 +218,10 @@ async fn pump(
             _ = tokio::time::sleep_until(drain_until), if status.is_some() => break,
         }
     }
-    let status = status.unwrap_or(ChildExit { code: None, signal: Some(libc::SIGKILL) });
+    let status = status.unwrap_or(ChildExit {
+        code: None,
+        signal: Some(libc::SIGKILL),
+    });
     Ok((status, timed_out))
 }
 

@@ -25,7 +25,12 @@ fn resolve(path: &str, init: &Init) -> PathBuf {
     if path.starts_with('/') {
         PathBuf::from(path)
     } else {
-        Path::new(if init.workdir.is_empty() { "/" } else { &init.workdir }).join(path)
+        Path::new(if init.workdir.is_empty() {
+            "/"
+        } else {
+            &init.workdir
+        })
+        .join(path)
     }
 }
 
@@ -33,24 +38,38 @@ fn resolve(path: &str, init: &Init) -> PathBuf {
 fn check(f: &File, path: &Path) -> std::io::Result<()> {
     let meta = f.metadata()?;
     if !meta.file_type().is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
     }
     let st = nix::sys::statfs::fstatfs(f).map_err(std::io::Error::from)?;
     let magic = st.filesystem_type().0 as i64;
     if magic == PROC_SUPER_MAGIC || magic == SYSFS_MAGIC {
-        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("{} is on a kernel filesystem", path.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is on a kernel filesystem", path.display()),
+        ));
     }
     Ok(())
 }
 
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
     check(&f, path)?;
     if f.metadata()?.len() > MAX_FILE as u64 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "file too large"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "file too large",
+        ));
     }
     let mut data = Vec::new();
-    Read::by_ref(&mut f).take(MAX_FILE as u64 + 1).read_to_end(&mut data)?;
+    Read::by_ref(&mut f)
+        .take(MAX_FILE as u64 + 1)
+        .read_to_end(&mut data)?;
     Ok(data)
 }
 
@@ -69,7 +88,10 @@ pub(crate) async fn read(conn: &mut UnixStream, path: &str, init: &Init) -> std:
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
     }
     let mut f = OpenOptions::new()
         .write(true)
@@ -84,7 +106,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     f.set_permissions(fs::Permissions::from_mode(mode))
 }
 
-pub(crate) async fn write(conn: &mut UnixStream, path: &str, mode: u32, init: &Init) -> std::io::Result<()> {
+pub(crate) async fn write(
+    conn: &mut UnixStream,
+    path: &str,
+    mode: u32,
+    init: &Init,
+) -> std::io::Result<()> {
     let data = protocol::read_data(conn, MAX_FILE).await?;
     let p = resolve(path, init);
     let mode = if mode == 0 { 0o644 } else { mode & 0o7777 };
@@ -96,6 +123,9 @@ pub(crate) async fn write(conn: &mut UnixStream, path: &str, mode: u32, init: &I
 
 async fn error(conn: &mut UnixStream, p: &Path, e: std::io::Error) -> std::io::Result<()> {
     let missing = e.kind() == std::io::ErrorKind::NotFound;
-    let reply = InitReply::Error { message: format!("{}: {e}", p.display()), missing };
+    let reply = InitReply::Error {
+        message: format!("{}: {e}", p.display()),
+        missing,
+    };
     protocol::write_json(conn, Kind::Reply, &reply).await
 }

@@ -17,8 +17,8 @@
 
 mod exec;
 mod files;
-mod reaper;
 mod phases;
+mod reaper;
 mod server;
 
 pub(crate) use self::phases::Phases;
@@ -38,7 +38,10 @@ pub(crate) fn child_main(listen: OwnedFd, release: OwnedFd, cfg: &InitConfig) ->
     };
     drop(release);
     // Keep the layer fds clear of the low numbers tidy_fds rearranges.
-    let layers: Vec<OwnedFd> = layers.into_iter().filter_map(|f| move_high(f).ok()).collect();
+    let layers: Vec<OwnedFd> = layers
+        .into_iter()
+        .filter_map(|f| move_high(f).ok())
+        .collect();
     let listen = match tidy_fds(listen, layers.iter().map(|f| f.as_raw_fd()).collect()) {
         Ok(l) => l,
         Err(_) => return 1,
@@ -51,7 +54,6 @@ pub(crate) fn child_main(listen: OwnedFd, release: OwnedFd, cfg: &InitConfig) ->
     server::run(listen, cfg, setup, phases)
 }
 
-
 /// Blocks until the spawner releases us: one byte, plus the id-mapped layer
 /// fds when it could make them. `None` if the spawner hung up instead.
 fn wait_for_release(release: &OwnedFd) -> Option<Vec<OwnedFd>> {
@@ -59,7 +61,13 @@ fn wait_for_release(release: &OwnedFd) -> Option<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; crate::idmap::MAX_LAYERS]);
-    let msg = recvmsg::<()>(release.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    let msg = recvmsg::<()>(
+        release.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
     if msg.bytes != 1 {
         return None;
     }
@@ -67,7 +75,10 @@ fn wait_for_release(release: &OwnedFd) -> Option<Vec<OwnedFd>> {
     for c in msg.cmsgs().ok()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
             // SAFETY: SCM_RIGHTS fds are new in this process and owned by us.
-            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
     Some(fds)
@@ -123,7 +134,14 @@ fn close_all_but(from: i32, keep: &[i32]) {
     for k in keep.into_iter().chain(std::iter::once(i32::MAX)) {
         if k > lo {
             // SAFETY: close_range over fds this process owns and no longer needs.
-            unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, (k - 1) as libc::c_uint, 0 as libc::c_uint) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    lo as libc::c_uint,
+                    (k - 1) as libc::c_uint,
+                    0 as libc::c_uint,
+                )
+            };
         }
         lo = k.saturating_add(1);
     }
@@ -131,7 +149,9 @@ fn close_all_but(from: i32, keep: &[i32]) {
 
 /// Everything the init does to itself before serving, in order.
 fn setup(cfg: &InitConfig, layers: Vec<OwnedFd>, phases: &mut Phases) -> Result<(), String> {
-    nix::sys::signal::SigSet::empty().thread_set_mask().map_err(|e| format!("unblock signals: {e}"))?;
+    nix::sys::signal::SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("unblock signals: {e}"))?;
     crate::namespaces::become_root()?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     crate::namespaces::enter_cgroup_ns()?;

@@ -8,12 +8,16 @@ pub(crate) struct Phases {
 
 impl Phases {
     pub(crate) fn start() -> Self {
-        Phases { last: std::time::Instant::now(), done: Vec::new() }
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
     }
 
     pub(crate) fn mark(&mut self, name: &str) {
         let now = std::time::Instant::now();
-        self.done.push((name.to_string(), (now - self.last).as_micros() as u64));
+        self.done
+            .push((name.to_string(), (now - self.last).as_micros() as u64));
         self.last = now;
     }
 }

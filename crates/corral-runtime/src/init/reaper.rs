@@ -42,8 +42,20 @@ impl Reaper {
     pub fn reap(&self) -> bool {
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) => (p, ChildExit { code: Some(c), signal: None }),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p, ChildExit { code: None, signal: Some(s as i32) }),
+                Ok(WaitStatus::Exited(p, c)) => (
+                    p,
+                    ChildExit {
+                        code: Some(c),
+                        signal: None,
+                    },
+                ),
+                Ok(WaitStatus::Signaled(p, s, _)) => (
+                    p,
+                    ChildExit {
+                        code: None,
+                        signal: Some(s as i32),
+                    },
+                ),
                 Ok(WaitStatus::StillAlive) => return true,
                 Ok(_) => continue,
                 Err(_) => return false, // ECHILD

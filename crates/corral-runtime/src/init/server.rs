@@ -31,8 +31,16 @@ pub(crate) struct Init {
 
 /// Runs the loop until SIGTERM/SIGINT (or, after a failed setup, until the
 /// first request has been told why). Returns the exit code.
-pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>, mut phases: super::Phases) -> i32 {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+pub(crate) fn run(
+    listen: OwnedFd,
+    cfg: &InitConfig,
+    setup: Result<(), String>,
+    mut phases: super::Phases,
+) -> i32 {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return 3;
     };
     let std_listener = std::os::unix::net::UnixListener::from(listen);
@@ -40,11 +48,17 @@ pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>, 
         return 3;
     }
     phases.mark("event loop");
-    let init = Rc::new(Init { env: cfg.env.clone(), workdir: cfg.workdir.clone(),
+    let init = Rc::new(Init {
+        env: cfg.env.clone(),
+        workdir: cfg.workdir.clone(),
         landlock_writable: cfg.landlock_writable.clone(),
-        reaper: Reaper::default(), phases: phases.done });
+        reaper: Reaper::default(),
+        phases: phases.done,
+    });
     LocalSet::new().block_on(&rt, async move {
-        let Ok(listener) = UnixListener::from_std(std_listener) else { return 3 };
+        let Ok(listener) = UnixListener::from_std(std_listener) else {
+            return 3;
+        };
         match setup {
             Ok(()) => serve(listener, init).await,
             Err(e) => report_failure(listener, e).await,
@@ -53,9 +67,11 @@ pub(crate) fn run(listen: OwnedFd, cfg: &InitConfig, setup: Result<(), String>, 
 }
 
 async fn serve(listener: UnixListener, init: Rc<Init>) -> i32 {
-    let (Ok(mut chld), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::child()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut chld), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::child()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return 3;
     };
     loop {
@@ -88,9 +104,14 @@ async fn shutdown(init: &Init, sig: i32, chld: &mut tokio::signal::unix::Signal)
 
 /// Setup failed: tell the first client why, then exit non-zero.
 async fn report_failure(listener: UnixListener, error: String) -> i32 {
-    if let Ok(Ok((mut conn, _))) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await {
+    if let Ok(Ok((mut conn, _))) =
+        tokio::time::timeout(Duration::from_secs(30), listener.accept()).await
+    {
         let _ = protocol::read_frame(&mut conn).await;
-        let reply = InitReply::Error { message: error, missing: false };
+        let reply = InitReply::Error {
+            message: error,
+            missing: false,
+        };
         let _ = protocol::write_json(&mut conn, Kind::Reply, &reply).await;
     }
     1
@@ -103,14 +124,22 @@ async fn handle(mut conn: UnixStream, init: Rc<Init>) {
     };
     let res = match req {
         Ok(InitRequest::Ping) => {
-            let pong = InitReply::Pong { pid: std::process::id(), setup_us: init.phases.clone() };
+            let pong = InitReply::Pong {
+                pid: std::process::id(),
+                setup_us: init.phases.clone(),
+            };
             protocol::write_json(&mut conn, Kind::Reply, &pong).await
         }
         Ok(InitRequest::Exec(r)) => super::exec::handle(&mut conn, r, &init).await,
         Ok(InitRequest::ReadFile { path }) => super::files::read(&mut conn, &path, &init).await,
-        Ok(InitRequest::WriteFile { path, mode }) => super::files::write(&mut conn, &path, mode, &init).await,
+        Ok(InitRequest::WriteFile { path, mode }) => {
+            super::files::write(&mut conn, &path, mode, &init).await
+        }
         Err(e) => {
-            let reply = InitReply::Error { message: e.to_string(), missing: false };
+            let reply = InitReply::Error {
+                message: e.to_string(),
+                missing: false,
+            };
             protocol::write_json(&mut conn, Kind::Reply, &reply).await
         }
     };

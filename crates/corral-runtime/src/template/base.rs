@@ -53,20 +53,31 @@ fn io<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
 pub fn base_template(cache_dir: &Path) -> Result<Template> {
     let home = cache_dir.join("base");
     let rootfs = home.join("rootfs");
-    io(fs::create_dir_all(&home), || format!("mkdir {}", home.display()))?;
+    io(fs::create_dir_all(&home), || {
+        format!("mkdir {}", home.display())
+    })?;
     for d in [cache_dir, home.as_path()] {
         // The sandbox root (an unprivileged host uid) must traverse these.
-        io(fs::set_permissions(d, fs::Permissions::from_mode(0o755)), || format!("chmod {}", d.display()))?;
+        io(
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)),
+            || format!("chmod {}", d.display()),
+        )?;
     }
     let binds = host_binds();
     if fs::read_to_string(rootfs.join(STAMP)).ok().as_deref() == Some(VERSION) {
-        return Ok(Template { name: "base".into(), layers: vec![rootfs], binds });
+        return Ok(Template {
+            name: "base".into(),
+            layers: vec![rootfs],
+            binds,
+        });
     }
     let pid = std::process::id();
     let tmp = home.join(format!("rootfs.tmp.{pid}"));
     let _ = fs::remove_dir_all(&tmp);
     build(&tmp)?;
-    io(fs::write(tmp.join(STAMP), VERSION), || "write template stamp".into())?;
+    io(fs::write(tmp.join(STAMP), VERSION), || {
+        "write template stamp".into()
+    })?;
     if rootfs.exists() {
         // An outdated or broken build: move it aside (sandboxes may still use it).
         let _ = fs::rename(&rootfs, home.join(format!("rootfs.old.{pid}")));
@@ -75,37 +86,64 @@ pub fn base_template(cache_dir: &Path) -> Result<Template> {
         // Someone built it concurrently; theirs is as good as ours.
         let _ = fs::remove_dir_all(&tmp);
         if fs::read_to_string(rootfs.join(STAMP)).ok().as_deref() != Some(VERSION) {
-            return Err(RuntimeError::Setup(format!("cannot install {}", rootfs.display())));
+            return Err(RuntimeError::Setup(format!(
+                "cannot install {}",
+                rootfs.display()
+            )));
         }
     }
-    Ok(Template { name: "base".into(), layers: vec![rootfs], binds })
+    Ok(Template {
+        name: "base".into(),
+        layers: vec![rootfs],
+        binds,
+    })
 }
 
 /// `/usr`, plus any of [`USR_LINKS`] that is a real directory on this host.
 fn host_binds() -> Vec<BindMount> {
-    let mut binds = vec![BindMount { source: "/usr".into(), target: "/usr".into(), readonly: true }];
+    let mut binds = vec![BindMount {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        readonly: true,
+    }];
     for name in USR_LINKS {
         let p = Path::new("/").join(name);
         if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            binds.push(BindMount { source: p, target: format!("/{name}"), readonly: true });
+            binds.push(BindMount {
+                source: p,
+                target: format!("/{name}"),
+                readonly: true,
+            });
         }
     }
     binds
 }
 
 fn build(root: &Path) -> Result<()> {
-    io(fs::create_dir_all(root), || format!("mkdir {}", root.display()))?;
-    io(fs::set_permissions(root, fs::Permissions::from_mode(0o755)), || "chmod rootfs".into())?;
+    io(fs::create_dir_all(root), || {
+        format!("mkdir {}", root.display())
+    })?;
+    io(
+        fs::set_permissions(root, fs::Permissions::from_mode(0o755)),
+        || "chmod rootfs".into(),
+    )?;
     for (d, mode) in DIRS {
         let p = root.join(d);
         io(fs::create_dir_all(&p), || format!("mkdir {}", p.display()))?;
-        io(fs::set_permissions(&p, fs::Permissions::from_mode(*mode)), || format!("chmod {}", p.display()))?;
+        io(
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)),
+            || format!("chmod {}", p.display()),
+        )?;
     }
     for name in USR_LINKS {
         let host = Path::new("/").join(name);
         match fs::read_link(&host) {
-            Ok(target) => io(symlink(&target, root.join(name)), || format!("symlink {name}"))?,
-            Err(_) if host.is_dir() => io(fs::create_dir(root.join(name)), || format!("mkdir {name}"))?,
+            Ok(target) => io(symlink(&target, root.join(name)), || {
+                format!("symlink {name}")
+            })?,
+            Err(_) if host.is_dir() => {
+                io(fs::create_dir(root.join(name)), || format!("mkdir {name}"))?
+            }
             Err(_) => {}
         }
     }
@@ -122,8 +160,13 @@ fn write_etc(etc: &Path) -> Result<()> {
         ("hostname", "sandbox\n"),
     ];
     for (name, body) in files {
-        io(fs::write(etc.join(name), body), || format!("write /etc/{name}"))?;
-        io(fs::set_permissions(etc.join(name), fs::Permissions::from_mode(0o644)), || format!("chmod /etc/{name}"))?;
+        io(fs::write(etc.join(name), body), || {
+            format!("write /etc/{name}")
+        })?;
+        io(
+            fs::set_permissions(etc.join(name), fs::Permissions::from_mode(0o644)),
+            || format!("chmod /etc/{name}"),
+        )?;
     }
     copy_host(Path::new("/etc/ld.so.cache"), &etc.join("ld.so.cache"))?;
     for name in ["os-release", "debian_version", "mime.types"] {
@@ -137,11 +180,16 @@ fn copy_host(src: &Path, dst: &Path) -> Result<()> {
     match fs::symlink_metadata(src) {
         Ok(m) if m.file_type().is_symlink() => {
             let target = io(fs::read_link(src), || format!("readlink {}", src.display()))?;
-            io(symlink(target, dst), || format!("symlink {}", dst.display()))
+            io(symlink(target, dst), || {
+                format!("symlink {}", dst.display())
+            })
         }
         Ok(_) => {
             io(fs::copy(src, dst), || format!("copy {}", src.display()))?;
-            io(fs::set_permissions(dst, fs::Permissions::from_mode(0o644)), || format!("chmod {}", dst.display()))
+            io(
+                fs::set_permissions(dst, fs::Permissions::from_mode(0o644)),
+                || format!("chmod {}", dst.display()),
+            )
         }
         Err(_) => Ok(()),
     }
@@ -149,7 +197,9 @@ fn copy_host(src: &Path, dst: &Path) -> Result<()> {
 
 /// Debian's `/etc/alternatives` symlinks (awk, editors, …) point into `/usr`.
 fn copy_alternatives(etc: &Path) -> Result<()> {
-    let Ok(rd) = fs::read_dir("/etc/alternatives") else { return Ok(()) };
+    let Ok(rd) = fs::read_dir("/etc/alternatives") else {
+        return Ok(());
+    };
     let dst: PathBuf = etc.join("alternatives");
     io(fs::create_dir_all(&dst), || "mkdir alternatives".into())?;
     for entry in rd.flatten() {

@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral_runtime::{base_template, ExecOutput, ExecSpec, Runtime, RuntimeConfig, SandboxConfig, Template};
+use corral_runtime::{
+    base_template, ExecOutput, ExecSpec, Runtime, RuntimeConfig, SandboxConfig, Template,
+};
 
 pub struct Fixture {
     pub rt: Runtime,
@@ -34,7 +36,10 @@ pub fn skip_reason() -> Option<String> {
             return Some(format!("kernel lacks {ns} namespaces"));
         }
     }
-    if !std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
+    if !std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .contains("overlay")
+    {
         return Some("kernel lacks overlayfs".into());
     }
     None
@@ -62,7 +67,10 @@ pub async fn fixture(name: &str) -> Option<Fixture> {
         eprintln!("SKIP {name}: {why}");
         return None;
     }
-    let dir = tempfile::Builder::new().prefix(&format!("corral-rt-{name}-")).tempdir_in("/var/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("corral-rt-{name}-"))
+        .tempdir_in("/var/tmp")
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let pid = std::process::id();
     let mut cfg = RuntimeConfig::new(dir.path().join("state"));
@@ -76,7 +84,13 @@ pub async fn fixture(name: &str) -> Option<Fixture> {
     cfg.spawner_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_corral-runtime-helper")));
     let template = base_template(&dir.path().join("templates")).unwrap();
     let rt = Runtime::new(cfg.clone()).await.unwrap();
-    Some(Fixture { rt, cfg, template, dir, _id_lock: id_lock })
+    Some(Fixture {
+        rt,
+        cfg,
+        template,
+        dir,
+        _id_lock: id_lock,
+    })
 }
 
 impl Fixture {
