@@ -13,9 +13,9 @@ pub struct RuntimeConfig {
     /// mount point of its private layer. Created mode 0711 (traversable, not
     /// listable); sockets inside are 0600 root, so only root reaches them.
     pub state_dir: PathBuf,
-    /// Name of the parent cgroup, created under the runtime process's own
-    /// cgroup in each hierarchy that holds a controller we use ("corral" in
-    /// production, a unique name in tests).
+    /// Name of the parent cgroup ("corral" in production, a unique name in
+    /// tests): under the runtime process's own cgroup in each v1 hierarchy,
+    /// at the root of the v2 hierarchy.
     pub cgroup_parent: String,
     /// First host uid/gid of the sandbox id ranges: sandbox slot `n` maps its
     /// ids 0..65536 to `id_base + n*65536 ..`.
