@@ -131,6 +131,9 @@ fn deny_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
         libc::SYS_socket as i64,
         vec![
             rule(vec![cond(0, Op::Eq, libc::AF_PACKET as u64)?])?,
+            // vsock is not network-namespaced: in a VM it reaches the hypervisor's services.
+            rule(vec![cond(0, Op::Eq, libc::AF_VSOCK as u64)?])?,
+            rule(vec![cond(0, Op::Eq, libc::AF_KEY as u64)?])?,
             rule(vec![
                 cond(0, Op::Eq, libc::AF_INET as u64)?,
                 cond(1, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?,

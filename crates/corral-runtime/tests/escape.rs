@@ -384,6 +384,7 @@ def sock(fam, typ, proto=0):
     except OSError as e: return type(e).__name__
 print('tcp=' + tcp({port}))
 print('packet=' + sock(17, socket.SOCK_RAW))
+print('vsock=' + sock(40, socket.SOCK_STREAM))
 print('raw_icmp=' + sock(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 print('raw_icmp6=' + sock(socket.AF_INET6, socket.SOCK_RAW, 58))
 print('netlink=' + sock(socket.AF_NETLINK, socket.SOCK_RAW, 0))
@@ -406,6 +407,10 @@ print('ifaces=' + ','.join(sorted(os.listdir('/sys/class/net'))))
         "host loopback or sandbox B reached: {out_a:?}"
     );
     assert_eq!(ra["packet"], "PermissionError");
+    assert_eq!(
+        ra["vsock"], "PermissionError",
+        "vsock would reach the VM host"
+    );
     assert_eq!(ra["raw_icmp"], "PermissionError");
     assert_eq!(ra["raw_icmp6"], "PermissionError");
     assert_eq!(ra["netlink"], "ok", "netlink route sockets stay usable");
