@@ -12,6 +12,17 @@ use crate::protocol::{self, ExecRequest, InitReply, InitRequest, Kind};
 /// Largest file `read_file` accepts.
 const MAX_READ: usize = 256 << 20;
 
+/// Bytes of stdout (and, separately, of stderr) `exec_buffered` keeps; a
+/// sandbox printing without end must not exhaust the dataplane's memory.
+pub const MAX_BUFFERED_OUTPUT: usize = 64 << 20;
+
+/// Appends `chunk` up to the cap; true if anything was dropped.
+fn append_capped(buf: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    let room = MAX_BUFFERED_OUTPUT.saturating_sub(buf.len());
+    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    chunk.len() > room
+}
+
 async fn connect(socket: &Path) -> Result<UnixStream> {
     UnixStream::connect(socket)
         .await
@@ -116,11 +127,11 @@ impl ExecStream {
 
     /// Collects everything into an [`ExecOutput`].
     pub async fn collect(mut self) -> Result<ExecOutput> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
         while let Some(ev) = self.next().await? {
             match ev {
-                ExecEvent::Stdout(b) => stdout.extend_from_slice(&b),
-                ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
+                ExecEvent::Stdout(b) => truncated |= append_capped(&mut stdout, &b),
+                ExecEvent::Stderr(b) => truncated |= append_capped(&mut stderr, &b),
                 ExecEvent::Exit(x) => {
                     return Ok(ExecOutput {
                         exit_code: x.exit_code,
@@ -128,6 +139,7 @@ impl ExecStream {
                         stderr,
                         timed_out: x.timed_out,
                         duration: Duration::from_millis(x.duration_ms),
+                        truncated,
                     })
                 }
             }

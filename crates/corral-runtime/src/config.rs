@@ -165,6 +165,9 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     pub timed_out: bool,
     pub duration: Duration,
+    /// Output past [`crate::MAX_BUFFERED_OUTPUT`] bytes per stream was dropped
+    /// (the command still ran to its end). Use the streaming API for more.
+    pub truncated: bool,
 }
 
 /// How a sandbox ended.

@@ -59,7 +59,7 @@ mod template;
 
 pub use caps::{parse_cap_eff, SANDBOX_CAPS};
 pub use cleanup::force_cleanup;
-pub use client::{ExecEvent, ExecStream};
+pub use client::{ExecEvent, ExecStream, MAX_BUFFERED_OUTPUT};
 pub use config::{
     AppliedLimits, BindMount, ExecExit, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig,
     SandboxConfig, SandboxInfo, SandboxStats,

@@ -121,9 +121,20 @@ async fn exec_streams_stdin_env_cwd_and_users() {
         "/tmp\n"
     );
 
-    // Big output survives intact.
+    // Big output survives intact; endless output is capped, not hoarded.
     let out = f.sh(id, "head -c 3000000 /dev/zero | tr '\\0' x").await;
-    assert_eq!(out.stdout.len(), 3_000_000);
+    assert_eq!((out.stdout.len(), out.truncated), (3_000_000, false));
+    let cap = corral_runtime::MAX_BUFFERED_OUTPUT;
+    let out = f
+        .sh(
+            id,
+            &format!("head -c {} /dev/zero; echo done >&2", cap + 1000),
+        )
+        .await;
+    assert_eq!(
+        (out.stdout.len(), out.truncated, out.stderr.as_slice()),
+        (cap, true, &b"done\n"[..])
+    );
 
     // Another user, and a signal exit code.
     let mut spec = ExecSpec::new(["/bin/sh", "-c", "id -u; id -g; kill -TERM $$"]);
