@@ -285,6 +285,17 @@ async fn no_privileges_beyond_the_minimal_set() {
         t.contains("NoNewPrivs:\t1") && t.contains("Seccomp:\t2"),
         "{t}"
     );
+    let core = f
+        .sh(
+            &id,
+            "ulimit -c; ulimit -c unlimited 2>/dev/null && echo raised || echo capped",
+        )
+        .await;
+    assert_eq!(
+        text(&core.stdout),
+        "0\ncapped\n",
+        "no core dumps from sandboxes"
+    );
     // The init's memory, environment and fds are off limits.
     let out = f
         .sh(

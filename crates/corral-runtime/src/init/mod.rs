@@ -171,6 +171,10 @@ fn lock_down(phases: &mut Phases) -> Result<(), String> {
     // Not dumpable: sandboxed processes cannot open /proc/1/{mem,environ,fd/*}.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // No core dumps from the sandbox: a piped core_pattern runs its helper on
+    // the host, and dumps would only fill the writable layer.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| format!("RLIMIT_CORE: {e}"))?;
     crate::caps::restrict_bounding_set()?;
     phases.mark("capabilities");
     crate::seccomp::install()?;
