@@ -277,3 +277,123 @@ async fn pool_settings_survive_a_restart_and_a_full_sync_replaces_them() {
     h.wait_until("members discarded", || driver.members() == 0).await;
     h.stop().await.unwrap();
 }
+
+// ---- figures (not assertions): `cargo test -p corral-dataplane --test pools
+// bench_native_pool -- --ignored --nocapture` as root. CORRAL_BENCH_CLAIMS
+// (default 500) warm claims; CORRAL_BENCH_NODE (default 0 = skip) members
+// then claimed in one burst, each running `/usr/bin/node -v` first.
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn prewarm_n(driver: &Arc<NativeDriver>, n: usize) -> (Vec<String>, Duration) {
+    use corral_dataplane::Driver;
+    use futures::StreamExt;
+    let t0 = Instant::now();
+    let members: Vec<String> = futures::stream::iter(0..n)
+        .map(|_| {
+            let d = driver.clone();
+            async move { d.prewarm("base").await.expect("prewarm") }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    (members, t0.elapsed())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "figures; run with --ignored --nocapture as root"]
+async fn bench_native_pool() {
+    use corral_dataplane::Driver;
+    let Some((_env, driver)) = native_env("bench").await else { return };
+    let n = env_n("CORRAL_BENCH_CLAIMS", 500);
+    let (members, took) = prewarm_n(&driver, n).await;
+    println!("prewarmed {n} members in {took:?} ({:.1}/s, concurrency 4)", n as f64 / took.as_secs_f64());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mem: u64 = members.iter().map(|m| driver.runtime().stats(m).unwrap().memory_bytes).sum();
+    println!("memory held by the ready pool: {:.2} MiB per member (cgroup memory usage), {:.1} MiB for {n}", mem as f64 / n as f64 / 1048576.0, mem as f64 / 1048576.0);
+    let mut spec = corral_core::SandboxSpec {
+        template: "base".into(),
+        cpu_millis: 500,
+        memory_mb: 128,
+        ttl_s: 600,
+        env: Default::default(),
+        labels: Default::default(),
+    };
+    spec.env.insert("FOO".into(), "bar".into());
+    // Where a claim's time goes (on a few members claimed below anyway).
+    let (mut lim, mut host) = (Vec::new(), Vec::new());
+    for m in members.iter().take(50) {
+        let t0 = Instant::now();
+        driver.runtime().update_limits(m, 500, 128).unwrap();
+        lim.push(t0.elapsed());
+        let t0 = Instant::now();
+        driver.runtime().set_hostname(m, "x").unwrap();
+        host.push(t0.elapsed());
+    }
+    lim.sort();
+    host.sort();
+    println!("  update_limits p50 {:?} p99 {:?}; set_hostname p50 {:?} p99 {:?}", pct(&lim, 0.5), pct(&lim, 0.99), pct(&host, 0.5), pct(&host, 0.99));
+    let mut lat = Vec::with_capacity(n);
+    for (i, m) in members.iter().enumerate() {
+        let id = format!("claim-{i}");
+        let t0 = Instant::now();
+        let started = driver.claim(m, &id, &spec).await.expect("claim");
+        lat.push(t0.elapsed());
+        drop(started);
+    }
+    lat.sort();
+    println!(
+        "warm claim on the host (driver.claim: limits + hostname + claim record), {n} claims: p50 {:?} p99 {:?} max {:?}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat[n - 1]
+    );
+    for i in 0..n {
+        let _ = driver.stop(&format!("claim-{i}")).await;
+    }
+
+    let burst = env_n("CORRAL_BENCH_NODE", 0);
+    if burst == 0 {
+        return;
+    }
+    let (members, took) = prewarm_n(&driver, burst).await;
+    println!("prewarmed {burst} members in {took:?}");
+    let t0 = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, m) in members.into_iter().enumerate() {
+        let (d, spec, sem) = (driver.clone(), spec.clone(), sem.clone());
+        tasks.spawn(async move {
+            let id = format!("node-{i}");
+            d.claim(&m, &id, &spec).await.expect("claim");
+            let _permit = sem.acquire().await.unwrap();
+            let req = corral_dataplane::driver::ExecSpec {
+                argv: vec!["/usr/bin/node".into(), "-v".into()],
+                env: Default::default(),
+                cwd: String::new(),
+                timeout: Duration::from_secs(60),
+                stdin: Vec::new(),
+            };
+            let out = d.exec(&id, &spec, req).await.expect("exec");
+            assert_eq!(out.exit_code, 0);
+            t0.elapsed()
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        done.push(r.unwrap());
+    }
+    done.sort();
+    println!(
+        "{burst} claims + `node -v` as first command (16 execs at once): all done in {:?} (p50 {:?}, p99 {:?})",
+        t0.elapsed(),
+        pct(&done, 0.5),
+        pct(&done, 0.99)
+    );
+}

@@ -134,6 +134,11 @@ impl NativeDriver {
         })
     }
 
+    /// The underlying runtime (stats, limits; for tests and benchmarks).
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
     /// The runtime id behind a sandbox id (itself unless it was a claim).
     fn rt_id(&self, id: &str) -> String {
         self.claims.lock().get(id).cloned().unwrap_or_else(|| id.to_string())
