@@ -441,3 +441,23 @@ async fn a_claim_rebinds_limits_and_hostname() {
     assert_eq!(f.sh(&id, "hostname").await.stdout, b"tenant-sandbox\n");
     assert!(f.rt.set_hostname(&id, "").is_err());
 }
+
+/// Orphans are reparented to the init, which reaps them: no zombie stays.
+#[tokio::test]
+async fn the_init_reaps_orphans() {
+    let Some(f) = fixture("reap").await else {
+        return;
+    };
+    let id = f.create("sb-reap").await;
+    // Each shell leaves a short-lived orphan behind.
+    for _ in 0..5 {
+        f.sh(&id, "(sleep 0.1 &) ; exit 0").await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let out = f
+        .sh(&id, "grep -l '^State:.*Z' /proc/[0-9]*/status; echo end")
+        .await;
+    assert_eq!(text(&out.stdout), "end\n", "zombies left: {out:?}");
+    let out = f.sh(&id, "cat /proc/[0-9]*/comm").await;
+    assert!(!text(&out.stdout).contains("sleep"), "{out:?}");
+}
