@@ -56,6 +56,15 @@ impl StdioSandbox {
     /// for the ready marker.
     pub async fn spawn(id: String, mut cmd: tokio::process::Command, timeout: Duration) -> Result<Self, ProviderError> {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        // If the benchmark dies (or exits while a create is in flight), the
+        // sandbox tool dies with it instead of lingering as an orphan.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| ProviderError::new(FailureClass::StartFailed, format!("spawn: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(ProviderError::new(FailureClass::Other, "no pipes to the keeper"));
