@@ -237,3 +237,33 @@ async fn pool_settings_are_validated_stored_and_listed() {
     let out = Command::new(BIN).args(["pool", "ls"]).env("CORRAL_URL", c.url()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("2/20/4"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test]
+async fn a_warm_pool_serves_creates_and_refills() {
+    use corral_core::api::SetPoolRequest;
+    let c = Cluster::up().await;
+    if c.driver != common::Driver::Native {
+        eprintln!("skipped: pools need the native driver");
+        return;
+    }
+    c.client.set_pool("base", &SetPoolRequest { min: 5, max: 50, buffer: 5 }).await.unwrap();
+    let ready = || async {
+        let pools = c.client.pools().await.ok()?;
+        pools.pools.into_iter().find(|p| p.template == "base").map(|p| p.ready)
+    };
+    eventually(Duration::from_secs(60), "5 ready in the pool", || async { (ready().await? >= 5).then_some(()) }).await;
+    let mut warm = 0;
+    for _ in 0..5 {
+        let sb = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
+        assert_eq!(sb.state, SandboxState::Running);
+        if sb.start_path.as_deref() == Some("warm") {
+            warm += 1;
+        }
+        let out = c.client.exec(&sb.id, &exec(&["hostname"])).await.unwrap();
+        assert_eq!(out.stdout.trim(), sb.id, "a claimed sandbox carries its own id");
+    }
+    assert_eq!(warm, 5, "every create was a warm claim");
+    eventually(Duration::from_secs(60), "the pool to refill", || async { (ready().await? >= 5).then_some(()) }).await;
+    let metrics = c.client.metrics().await.unwrap();
+    assert!(metrics.contains("corral_sandbox_start_seconds_count{path=\"warm\"} 5"), "{metrics}");
+}

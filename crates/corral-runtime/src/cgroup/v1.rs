@@ -13,17 +13,22 @@ const V1_UNLIMITED: u64 = 1 << 62;
 /// so the sandbox cannot page out past it.
 pub(super) fn set_memory(dir: &Path, bytes: Option<u64>) -> Result<()> {
     let v = bytes.map_or("-1".to_string(), |b| b.to_string());
+    let limit = dir.join("memory.limit_in_bytes");
     let memsw = dir.join("memory.memsw.limit_in_bytes");
-    let has_memsw = memsw.exists();
-    // memsw must stay >= limit: raise memsw first when growing, after when shrinking.
-    if has_memsw && bytes.is_none() {
-        write(&memsw, &v)?;
+    if !memsw.exists() {
+        return write(&limit, &v);
     }
-    write(&dir.join("memory.limit_in_bytes"), &v)?;
-    if has_memsw {
+    // memsw must stay >= limit at every step: when growing (a pool member
+    // claimed with more memory than it was made with), raise memsw first;
+    // when shrinking, lower the limit first.
+    let current = read_limit(&limit)?.unwrap_or(u64::MAX);
+    if bytes.unwrap_or(u64::MAX) > current {
         write(&memsw, &v)?;
+        write(&limit, &v)
+    } else {
+        write(&limit, &v)?;
+        write(&memsw, &v)
     }
-    Ok(())
 }
 
 pub(super) fn read_memory(dir: &Path) -> Result<(Option<u64>, Option<u64>)> {
