@@ -118,12 +118,19 @@ struct State {
 }
 
 impl State {
-    fn sample_all(&mut self) {
+    /// One sample of each target. The final one is skipped for a target
+    /// sampled less than half a second ago: CPU ticks are 10 ms coarse, so a
+    /// short interval would report nonsense percentages.
+    fn sample_all(&mut self, last: bool) {
         let now = Instant::now();
         for i in 0..self.targets.len() {
             let (role, pid, last_t, last_ticks) = self.targets[i].clone();
-            let ticks = cpu_ticks(pid);
             let secs = now.duration_since(last_t).as_secs_f64();
+            let has_sample = self.samples.iter().any(|s| s.pid == pid);
+            if last && has_sample && secs < 0.5 {
+                continue;
+            }
+            let ticks = cpu_ticks(pid);
             let cpu_pct = match (ticks, last_ticks) {
                 (Some(a), Some(b)) if secs > 0.0 => a.saturating_sub(b) as f64 / self.tps / secs * 100.0,
                 _ => 0.0,
@@ -161,7 +168,7 @@ impl Sampler {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                st.lock().sample_all();
+                st.lock().sample_all(false);
             }
         });
         Sampler { state, task }
@@ -171,7 +178,7 @@ impl Sampler {
     pub fn finish(self) -> Vec<Sample> {
         self.task.abort();
         let mut st = self.state.lock();
-        st.sample_all();
+        st.sample_all(true);
         std::mem::take(&mut st.samples)
     }
 }

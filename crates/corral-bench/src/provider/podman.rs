@@ -132,6 +132,7 @@ impl PodmanProvider {
         if !ids.is_empty() {
             let _ = run_ok(Command::new("podman").args(["rm", "-f"]).args(&ids)).await;
         }
+        kill_orphan_monitors(&format!("corral-bench-{}-", std::process::id()));
     }
 }
 
@@ -171,5 +172,27 @@ impl Provider for PodmanProvider {
 
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "image": self.image_ref(), "run": self.run_args("NAME").join(" ") })
+    }
+}
+
+/// A create interrupted mid-way (its `podman run` killed) can leave a
+/// `conmon` and its container process behind that podman no longer lists:
+/// kill those whose command line names one of our containers.
+fn kill_orphan_monitors(name_prefix: &str) {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !(cmdline.starts_with("/usr/bin/conmon") || cmdline.starts_with("conmon")) || !cmdline.contains(name_prefix) {
+            continue;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            // SAFETY: signalling a process by pid.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
