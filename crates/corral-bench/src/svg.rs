@@ -23,7 +23,7 @@ pub struct CdfSeries {
 fn ticks(max: f64) -> (f64, f64) {
     let max = if max > 0.0 { max } else { 1.0 };
     let mag = 10f64.powf(max.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| max / s <= 6.0).unwrap_or(10.0 * mag);
+    let step = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| max / s <= 8.0).unwrap_or(10.0 * mag);
     ((max / step).ceil() * step, step)
 }
 
