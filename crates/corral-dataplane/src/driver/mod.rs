@@ -15,6 +15,7 @@ use corral_core::SandboxSpec;
 
 pub mod exec;
 pub mod paths;
+pub mod claims;
 pub mod native;
 pub mod process;
 pub mod procfs;

@@ -10,10 +10,11 @@
 //! id (`wp-…`), marked by `<runtime_dir>/pool/<member>` (holding the
 //! template), and health-checks it (`/bin/true` runs). [`Driver::claim`]
 //! writes the request's cpu/memory limits into its cgroup, sets the sandbox
-//! id as hostname, and records `<runtime_dir>/claims/<sandbox_id>` (holding
-//! the member id; the runtime id never changes) before dropping the pool
-//! marker. Every call naming a sandbox id translates through that mapping,
-//! which is reloaded at start, so adoption after a restart works the same.
+//! id as hostname, and appends `sandbox id → member id` to
+//! `<runtime_dir>/claims.log` (the runtime id never changes; the marker stays
+//! until the sandbox stops, and "unclaimed" means marked and not in the log).
+//! Every call naming a sandbox id translates through that mapping, which is
+//! reloaded at start, so adoption after a restart works the same.
 //! The spec's env is layered under each exec's own env (the init's env is
 //! the image's, fixed at pre-create).
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use corral_core::SandboxSpec;
+use super::claims::ClaimLog;
 use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, SandboxConfig, Template};
 
 use super::{BoxFuture, Discovered, Driver, DriverError, ExecChunk, ExecChunks, ExecOutput, ExecSpec, Exit, Started};
@@ -67,6 +69,7 @@ pub struct NativeDriver {
     config: NativeConfig,
     /// Claimed pool members: sandbox id → runtime id.
     claims: parking_lot::Mutex<HashMap<String, String>>,
+    claim_log: ClaimLog,
     member_seq: AtomicU64,
 }
 
@@ -120,16 +123,17 @@ impl NativeDriver {
         rc.cgroup_parent = config.cgroup_parent.clone();
         rc.spawner_exe = config.spawner_exe.clone();
         let rt = Runtime::new(rc).await.map_err(driver_error)?;
-        for dir in ["pool", "claims"] {
-            let d = config.runtime_dir.join(dir);
-            std::fs::create_dir_all(&d).map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
-        }
-        let claims = load_claims(&config.runtime_dir.join("claims"));
+        let pool_dir = config.runtime_dir.join("pool");
+        std::fs::create_dir_all(&pool_dir).map_err(|e| DriverError::io(format!("create {}", pool_dir.display()), e))?;
+        let log_path = config.runtime_dir.join("claims.log");
+        let (claim_log, claims) =
+            ClaimLog::open(&log_path).map_err(|e| DriverError::io(format!("open {}", log_path.display()), e))?;
         Ok(NativeDriver {
             rt,
             base,
             config,
             claims: parking_lot::Mutex::new(claims),
+            claim_log,
             member_seq: AtomicU64::new(0),
         })
     }
@@ -148,14 +152,12 @@ impl NativeDriver {
         self.config.runtime_dir.join("pool").join(member)
     }
 
-    fn claim_file(&self, sandbox_id: &str) -> PathBuf {
-        self.config.runtime_dir.join("claims").join(sandbox_id)
-    }
-
     /// Forgets a claim mapping (the sandbox is gone).
     fn drop_claim(&self, sandbox_id: &str) {
         if self.claims.lock().remove(sandbox_id).is_some() {
-            let _ = std::fs::remove_file(self.claim_file(sandbox_id));
+            if let Err(e) = self.claim_log.released(sandbox_id) {
+                tracing::warn!(%sandbox_id, "cannot record the release in {}: {e}", self.claim_log.path().display());
+            }
         }
     }
 
@@ -211,22 +213,6 @@ impl NativeDriver {
             }),
         }
     }
-}
-
-/// Sandbox id → runtime id, from `<runtime_dir>/claims/*`.
-fn load_claims(dir: &Path) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let (Some(id), Ok(member)) = (entry.file_name().to_str().map(String::from), std::fs::read_to_string(entry.path()))
-        else {
-            continue;
-        };
-        let member = member.trim().to_string();
-        if !member.is_empty() {
-            out.insert(id, member);
-        }
-    }
-    out
 }
 
 /// The exec as the runtime takes it: the spec's env under the request's
@@ -439,10 +425,12 @@ impl Driver for NativeDriver {
         Box::pin(async move {
             self.rt.update_limits(member, spec.cpu_millis, spec.memory_mb).map_err(driver_error)?;
             self.rt.set_hostname(member, sandbox_id).map_err(driver_error)?;
-            let file = self.claim_file(sandbox_id);
-            std::fs::write(&file, member).map_err(|e| DriverError::io(format!("write {}", file.display()), e))?;
+            // The member's pool marker stays until the sandbox is stopped: a
+            // member is unclaimed when it is marked and not in the claim map.
+            self.claim_log
+                .claimed(sandbox_id, member)
+                .map_err(|e| DriverError::io(format!("append to {}", self.claim_log.path().display()), e))?;
             self.claims.lock().insert(sandbox_id.to_string(), member.to_string());
-            let _ = std::fs::remove_file(self.pool_marker(member));
             Ok(self.exit_watch(member))
         })
     }
