@@ -151,28 +151,6 @@ impl Driver for SimDriver {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn starts_after_the_delay_answers_exec_and_stops() {
-        let d = SimDriver::new(Duration::from_millis(20));
-        let spec = crate::record::spec_from_proto(None);
-        let began = Instant::now();
-        let started = d.start("a", &spec).await.expect("start");
-        assert!(began.elapsed() >= Duration::from_millis(20));
-        assert_eq!(d.running(), 1);
-        let req = ExecSpec { argv: vec!["node".into()], env: Default::default(), cwd: String::new(), timeout: Duration::from_secs(1), stdin: Vec::new() };
-        let out = d.exec("a", &spec, req.clone()).await.expect("exec");
-        assert_eq!((out.exit_code, out.stdout.as_slice()), (0, CANNED_STDOUT.as_bytes()));
-        d.stop("a").await.expect("stop");
-        assert_eq!(started.exited.await.message, "stopped");
-        assert!(matches!(d.exec("a", &spec, req).await, Err(DriverError::NotFound(_))));
-        assert!(d.discover().await.expect("discover").is_empty());
-    }
-}
-
 /// Runs `hosts` simulated hosts in this process until `shutdown`: host ids
 /// `sim-0`, `sim-1`, …, each a complete dataplane ([`crate::run_with_driver`])
 /// with its own data dir `<base.data_dir>/sim-<i>`, its own connection, poll
@@ -216,4 +194,26 @@ pub async fn run_hosts(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_after_the_delay_answers_exec_and_stops() {
+        let d = SimDriver::new(Duration::from_millis(20));
+        let spec = crate::record::spec_from_proto(None);
+        let began = Instant::now();
+        let started = d.start("a", &spec).await.expect("start");
+        assert!(began.elapsed() >= Duration::from_millis(20));
+        assert_eq!(d.running(), 1);
+        let req = ExecSpec { argv: vec!["node".into()], env: Default::default(), cwd: String::new(), timeout: Duration::from_secs(1), stdin: Vec::new() };
+        let out = d.exec("a", &spec, req.clone()).await.expect("exec");
+        assert_eq!((out.exit_code, out.stdout.as_slice()), (0, CANNED_STDOUT.as_bytes()));
+        d.stop("a").await.expect("stop");
+        assert_eq!(started.exited.await.message, "stopped");
+        assert!(matches!(d.exec("a", &spec, req).await, Err(DriverError::NotFound(_))));
+        assert!(d.discover().await.expect("discover").is_empty());
+    }
 }

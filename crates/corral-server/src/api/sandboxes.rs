@@ -306,11 +306,13 @@ impl NdjsonExec {
                     duration_ms: x.duration_ms,
                     timed_out: x.timed_out,
                 });
-                return [(!out.is_empty()).then(|| ExecStreamEvent::Stdout(out)), (!err.is_empty()).then(|| ExecStreamEvent::Stderr(err)), Some(exit)]
-                    .into_iter()
-                    .flatten()
-                    .map(|e| ndjson(&e))
-                    .collect();
+                // Whatever a split character held back, then the exit.
+                let tail = [
+                    (!out.is_empty()).then_some(ExecStreamEvent::Stdout(out)),
+                    (!err.is_empty()).then_some(ExecStreamEvent::Stderr(err)),
+                    Some(exit),
+                ];
+                return tail.into_iter().flatten().map(|e| ndjson(&e)).collect();
             }
             Ok(Some(pb::ExecChunk { chunk: None })) => return String::new(),
             Ok(None) => self.broken("the host agent ended the stream without an exit".into()),
