@@ -168,6 +168,9 @@ pub struct Sandbox {
     /// How it started: `warm` (claimed from a pool) or `cold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_path: Option<String>,
+    /// The host that refused it for lack of room; it is placed elsewhere once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerouted_from: Option<String>,
 }
 
 impl Sandbox {
@@ -186,6 +189,7 @@ impl Sandbox {
             ended_at_ms: None,
             expires_at_ms,
             start_path: None,
+            rerouted_from: None,
         }
     }
 }

@@ -11,6 +11,9 @@ use corral_proto::v1::{EventKind, SandboxEvent};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
+/// How the dataplane words a start refused because the host is full.
+pub const CAPACITY_REFUSAL: &str = "host at capacity";
+
 pub struct EventBuffer {
     inner: Mutex<Inner>,
     /// One permit per free slot.
@@ -39,8 +42,11 @@ impl Event {
         Event::new(id, EventKind::Started, "", "").with_start_path(start_path)
     }
 
+    /// A start that failed; a host with no room left says `no_capacity`, so
+    /// the server can place the sandbox elsewhere.
     pub fn start_failed(id: &str, message: &str) -> Self {
-        Event::new(id, EventKind::StartFailed, "start_failed", message)
+        let reason = if message.starts_with(CAPACITY_REFUSAL) { "no_capacity" } else { "start_failed" };
+        Event::new(id, EventKind::StartFailed, reason, message)
     }
 
     pub fn exited(id: &str, message: &str) -> Self {

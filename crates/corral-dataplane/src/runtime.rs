@@ -266,7 +266,7 @@ impl Runtime {
             self.pools.discard_later(m);
         }
         if short > 0 {
-            return Err(format!("host at capacity ({max} sandboxes, nothing left to evict)"));
+            return Err(format!("{} ({max} sandboxes, nothing left to evict)", crate::events::CAPACITY_REFUSAL));
         }
         Ok(())
     }

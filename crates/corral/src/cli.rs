@@ -85,6 +85,9 @@ pub struct ServerArgs {
     /// How long a create waits for capacity before ending `no_capacity`.
     #[arg(long, env = "CORRAL_PENDING_TIMEOUT_MS", default_value_t = 60_000)]
     pub pending_timeout_ms: u64,
+    /// Creates allowed to wait for capacity; past it creates get 503 with Retry-After.
+    #[arg(long, env = "CORRAL_MAX_PENDING", default_value_t = 100_000)]
+    pub max_pending: usize,
     /// An API bearer token clients must present (repeatable; the env var takes
     /// a comma-separated list).
     #[arg(long = "token", env = "CORRAL_API_TOKENS", value_delimiter = ',', hide_env_values = true)]

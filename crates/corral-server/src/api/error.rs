@@ -57,6 +57,7 @@ impl From<DecideError> for ApiError {
         match e {
             DecideError::KeyConflict(_) => ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string()),
             DecideError::NotFound(_) => ApiError::not_found(e.to_string()),
+            DecideError::QueueFull(_) => ApiError::unavailable(e.to_string()),
         }
     }
 }

@@ -48,7 +48,10 @@ pub fn event_from_pb(e: pb::SandboxEvent) -> Option<HostEvent> {
             let path = (!e.start_path.is_empty()).then_some(e.start_path);
             Some(HostEvent::Started { sandbox_id, path })
         }
-        pb::EventKind::StartFailed => Some(HostEvent::StartFailed { sandbox_id, message: e.message }),
+        pb::EventKind::StartFailed => {
+            let refused = e.end_reason == EndReason::NoCapacity.as_str();
+            Some(HostEvent::StartFailed { sandbox_id, message: e.message, refused })
+        }
         pb::EventKind::Exited | pb::EventKind::Stopped => {
             let fallback = if e.kind == pb::EventKind::Stopped as i32 { EndReason::Deleted } else { EndReason::Exited };
             let reason = parse_end_reason(&e.end_reason).unwrap_or(fallback);

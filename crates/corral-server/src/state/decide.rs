@@ -29,6 +29,8 @@ pub struct Policy {
     pub host_lost_grace_ms: u64,
     /// A create that finds no capacity waits this long, then ends `no_capacity`.
     pub pending_timeout_ms: u64,
+    /// Creates allowed to wait for capacity; past it a create is refused (503).
+    pub max_pending: usize,
 }
 
 impl Default for Policy {
@@ -40,6 +42,7 @@ impl Default for Policy {
             lease_ms: 10_000,
             host_lost_grace_ms: 60_000,
             pending_timeout_ms: 60_000,
+            max_pending: 100_000,
         }
     }
 }
@@ -122,6 +125,8 @@ pub enum DecideError {
     KeyConflict(String),
     #[error("sandbox {0} does not exist")]
     NotFound(String),
+    #[error("no host has room and {0} creates are already waiting; retry later")]
+    QueueFull(usize),
 }
 
 /// Accepts a new sandbox and places it if any host fits.
@@ -142,6 +147,9 @@ pub fn create(
         }
     }
     let sb = Sandbox::new(id.clone(), spec, key, fleet.now_ms);
+    if tx.state.pending.len() >= fleet.policy.max_pending && choose_host(tx.state, fleet, &sb).is_none() {
+        return Err(DecideError::QueueFull(tx.state.pending.len()));
+    }
     place(tx, fleet, sb);
     Ok(CreateOutcome::Created(tx.state.sandboxes[&id].clone()))
 }
@@ -173,11 +181,15 @@ fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candid
 
 /// Places `sb` (which is `pending`) on the best host and emits its one
 /// `AddSandbox`, or leaves it pending. Returns whether it was placed.
+/// The best host for a sandbox, never the one that already refused it.
+fn choose_host(state: &State, fleet: &Fleet, sb: &Sandbox) -> Option<String> {
+    let mut cands = candidates(state, fleet, &sb.spec.template);
+    cands.retain(|c| Some(c.id) != sb.rerouted_from.as_deref());
+    scheduler::pick(&cands, sb.spec.cpu_millis, sb.spec.memory_mb).map(|i| cands[i].id.to_string())
+}
+
 fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
-    let chosen = {
-        let cands = candidates(tx.state, fleet, &sb.spec.template);
-        scheduler::pick(&cands, sb.spec.cpu_millis, sb.spec.memory_mb).map(|i| cands[i].id.to_string())
-    };
+    let chosen = choose_host(tx.state, fleet, &sb);
     let Some(host) = chosen else {
         if tx.state.sandboxes.get(&sb.id) != Some(&sb) {
             tx.put_sandbox(sb);
@@ -363,7 +375,8 @@ pub fn stopping_on_host(state: &State, host_id: &str) -> Vec<String> {
 pub enum HostEvent {
     /// `path`: `warm` (claimed from a pool) or `cold`, when the host says.
     Started { sandbox_id: String, path: Option<String> },
-    StartFailed { sandbox_id: String, message: String },
+    /// `refused`: the host had no room; the sandbox may be placed elsewhere.
+    StartFailed { sandbox_id: String, message: String, refused: bool },
     /// Ended, on its own (`exited`, `oom_killed`) or because it was stopped.
     Ended { sandbox_id: String, reason: EndReason, message: String },
 }
@@ -390,6 +403,11 @@ pub fn host_events(tx: &mut Tx, fleet: &Fleet, host_id: &str, events: Vec<HostEv
                     next.start_path = path;
                     tx.put_sandbox(next);
                 }
+            }
+            HostEvent::StartFailed { refused: true, .. }
+                if sb.rerouted_from.is_none() && sb.state != SandboxState::Stopping =>
+            {
+                reroute(tx, fleet, sb, host_id)
             }
             HostEvent::StartFailed { message, .. } => end(tx, fleet, sb, EndReason::StartFailed, Some(message)),
             HostEvent::Ended { reason, message, .. } => {
@@ -424,6 +442,16 @@ pub fn set_pool(tx: &mut Tx, fleet: &Fleet, pool: PoolSpec) -> PoolSpec {
         push_command(tx, fleet, &h, Command::SetPool { pool: pool.clone() });
     }
     pool
+}
+
+/// A host refused a sandbox for lack of room: place it on the next-best
+/// host (once), or let it wait for capacity like any pending create.
+fn reroute(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox, refused_by: &str) {
+    sb.state = SandboxState::Pending;
+    sb.host = None;
+    sb.rerouted_from = Some(refused_by.to_string());
+    tx.put_sandbox(sb.clone());
+    place(tx, fleet, sb);
 }
 
 /// The periodic sweep: TTLs, pending deadlines, lost hosts, waiting creates.

@@ -199,7 +199,7 @@ fn start_and_exit_events_drive_the_state() {
             "h1",
             vec![
                 HostEvent::Ended { sandbox_id: "sb-1".into(), reason: EndReason::OomKilled, message: "oom".into() },
-                HostEvent::StartFailed { sandbox_id: "sb-2".into(), message: "no such template".into() },
+                HostEvent::StartFailed { sandbox_id: "sb-2".into(), message: "no such template".into(), refused: false },
             ],
         )
     });
@@ -357,4 +357,55 @@ fn pool_settings_are_stored_and_sent_to_hosts_with_the_template() {
     assert!(writes.contains(&Write::PutPool(pool.clone())));
     let (_, again) = w.run(|tx, f| set_pool(tx, f, pool.clone()));
     assert!(again.is_empty(), "unchanged settings write nothing");
+}
+
+#[test]
+fn a_refused_create_is_rerouted_once_then_fails() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.add_host("h2");
+    w.create("sb-1");
+    let first = w.sb("sb-1").host.clone().unwrap();
+    let refuse = |host: String| {
+        move |tx: &mut Tx, f: &Fleet| {
+            let ev = HostEvent::StartFailed { sandbox_id: "sb-1".into(), message: "host at capacity".into(), refused: true };
+            host_events(tx, f, &host, vec![ev])
+        }
+    };
+    w.run(refuse(first.clone()));
+    let sb = w.sb("sb-1").clone();
+    assert_eq!(sb.state, SandboxState::Enqueued);
+    assert_ne!(sb.host.as_deref(), Some(first.as_str()), "placed on the other host");
+    assert_eq!(sb.rerouted_from.as_deref(), Some(first.as_str()));
+    let second = sb.host.clone().unwrap();
+    w.run(refuse(second));
+    assert_eq!((w.sb("sb-1").state, w.sb("sb-1").end_reason), (SandboxState::Failed, Some(EndReason::StartFailed)));
+}
+
+#[test]
+fn a_refusal_with_nowhere_else_to_go_waits_pending() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.create("sb-1");
+    w.run(|tx, f| {
+        let ev = HostEvent::StartFailed { sandbox_id: "sb-1".into(), message: "host at capacity".into(), refused: true };
+        host_events(tx, f, "h1", vec![ev])
+    });
+    assert_eq!(w.sb("sb-1").state, SandboxState::Pending);
+    assert!(w.state.hosts["h1"].live.is_empty());
+    w.run(tick);
+    assert_eq!(w.sb("sb-1").state, SandboxState::Pending, "never back to the host that refused it");
+}
+
+#[test]
+fn a_full_pending_queue_refuses_creates_and_writes_nothing() {
+    let mut w = World::new();
+    w.policy.max_pending = 2;
+    w.create("sb-1");
+    w.create("sb-2");
+    let (r, writes) = w.run(|tx, f| create(tx, f, "sb-3".into(), spec(), None));
+    assert_eq!(r, Err(DecideError::QueueFull(2)));
+    assert!(writes.is_empty());
+    w.add_host("h1");
+    assert!(matches!(w.create("sb-4"), CreateOutcome::Created(_)), "with room again, creates are accepted");
 }

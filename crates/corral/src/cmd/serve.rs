@@ -26,6 +26,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
             lease_ms: a.lease_ms,
             host_lost_grace_ms: a.host_lost_grace_ms,
             pending_timeout_ms: a.pending_timeout_ms,
+            max_pending: a.max_pending,
             ..Policy::default()
         },
         api_tokens: a.tokens.clone(),
