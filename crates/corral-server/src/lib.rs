@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// The shared secret dataplanes present (and the server presents to
     /// their agents); `None` = no authentication.
     pub join_token: Option<String>,
+    /// API requests per second allowed per token (per caller when open).
+    pub rate_limit_per_s: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             queue_depth: 65_536,
             api_tokens: Vec::new(),
             join_token: None,
+            rate_limit_per_s: None,
         }
     }
 }
@@ -179,7 +182,10 @@ impl Server {
             agents: Arc::new(
                 grpc::AgentPool::new(self.config.join_token.as_deref()).map_err(|e| ServerError::Serve(format!("join token: {e}")))?,
             ),
-            api_tokens: Arc::new(self.config.api_tokens.clone()),
+            gate: Arc::new(api::gate::Gate {
+                tokens: self.config.api_tokens.clone(),
+                limiter: self.config.rate_limit_per_s.map(api::gate::RateLimiter::new),
+            }),
             limits: Arc::new(self.config.limits.clone()),
             policy: Arc::new(policy.clone()),
             prometheus: metrics::handle(),

@@ -95,6 +95,10 @@ pub struct ServerArgs {
     /// The shared secret dataplanes must present to join.
     #[arg(long, env = "CORRAL_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// API requests per second allowed per token (bursts up to the same
+    /// number); over it, 429 with Retry-After. Off by default.
+    #[arg(long, env = "CORRAL_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
     /// `corral server`: run without any authentication (only behind something that provides it).
     #[arg(long)]
     pub insecure_no_auth: bool,

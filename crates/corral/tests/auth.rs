@@ -71,3 +71,30 @@ async fn up_with_auth_generates_a_token_and_requires_it() {
     let anon = Client::new(&c.url(), None).unwrap();
     assert_eq!(anon.list(&ListFilter::default()).await.unwrap_err().status(), Some(401));
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_changes_nothing() {
+    let mut c = Cluster::prepare(Driver::Process);
+    c.extra_up_args = vec!["--rate-limit".into(), "5".into()];
+    c.start_up().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // let readiness polling's bucket refill
+    let mut created = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match c.client.create(&CreateSandboxRequest::default(), false).await {
+            Ok(_) => created += 1,
+            Err(ClientError::Api { status: 429, code, .. }) => {
+                assert_eq!(code, "rate_limited");
+                limited += 1;
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(created >= 5 && limited >= 10, "created {created}, limited {limited}");
+    let raw = reqwest::Client::new().get(format!("{}/v1/hosts", c.url())).send().await.unwrap();
+    assert_eq!(raw.status().as_u16(), 429);
+    assert!(raw.headers().get("retry-after").is_some());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let listed = c.client.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), created, "refused creates left nothing behind");
+}

@@ -2,6 +2,7 @@
 
 mod error;
 mod events;
+pub mod gate;
 mod fleet;
 mod json;
 mod ops;
@@ -38,8 +39,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub policy: Arc<Policy>,
     pub prometheus: PrometheusHandle,
-    /// Accepted bearer tokens; empty = open.
-    pub api_tokens: Arc<Vec<String>>,
+    /// Tokens and rate limits, checked before any handler.
+    pub gate: Arc<gate::Gate>,
 }
 
 #[derive(OpenApi)]
@@ -63,36 +64,8 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
-/// Rejects requests without an accepted bearer token (when tokens are set).
-/// Health, readiness and the API description stay open for probes and tools.
-async fn require_token(
-    axum::extract::State(tokens): axum::extract::State<Arc<Vec<String>>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.json");
-    if tokens.is_empty() || open {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(corral_core::auth::bearer);
-    match presented {
-        Some(t) if corral_core::auth::token_accepted(&tokens, t) => next.run(req).await,
-        _ => {
-            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API token is required (Authorization: Bearer …)")
-                .into_response();
-            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
-            resp
-        }
-    }
-}
-
 pub fn router(app: AppState) -> Router {
-    let tokens = app.api_tokens.clone();
+    let gate = app.gate.clone();
     let files = Router::new()
         .route("/v1/sandboxes/{id}/files", get(sandboxes::read_file).put(sandboxes::write_file))
         .layer(DefaultBodyLimit::max(MAX_FILE_BODY));
@@ -118,5 +91,5 @@ pub fn router(app: AppState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .with_state(app)
-        .layer(axum::middleware::from_fn_with_state(tokens, require_token))
+        .layer(axum::middleware::from_fn_with_state(gate, gate::check))
 }

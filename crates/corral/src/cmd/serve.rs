@@ -31,6 +31,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
         },
         api_tokens: a.tokens.clone(),
         join_token: a.join_token.clone(),
+        rate_limit_per_s: a.rate_limit,
         ..ServerConfig::default()
     }
 }
