@@ -163,6 +163,9 @@ pub struct SetPoolRequest {
     pub max: u32,
     #[serde(default)]
     pub buffer: u32,
+    /// Times when the pool must hold at least a given size (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prewarm: Vec<crate::pool::PrewarmWindow>,
 }
 
 /// One template's pool on one host, as last reported.

@@ -219,7 +219,7 @@ mod tests {
                     ),
                 ],
                 delete: vec![],
-                pools: vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1 }],
+                pools: vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1, prewarm: Vec::new() }],
                 pools_replace: false,
             };
             store.commit(&change, true).unwrap();
@@ -233,7 +233,7 @@ mod tests {
         let (cursor, records) = store.load().unwrap();
         assert_eq!(cursor, Cursor { epoch: 3, seq: 9 });
         assert_eq!(records.keys().collect::<Vec<_>>(), vec!["a"]);
-        assert_eq!(store.load_pools().unwrap(), vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1 }]);
+        assert_eq!(store.load_pools().unwrap(), vec![PoolConf { template: "base".into(), min: 3, max: 5, buffer: 1, prewarm: Vec::new() }]);
         let change = Change { pools_replace: true, ..Default::default() };
         store.commit(&change, false).unwrap();
         assert!(store.load_pools().unwrap().is_empty());

@@ -21,7 +21,7 @@ fn set_pool(seq: u64, template: &str, min: u32, max: u32, buffer: u32) -> Comman
     Command {
         seq,
         kind: Some(command::Kind::SetPool(SetPool {
-            pool: Some(PoolSpec { template: template.into(), min, max, buffer }),
+            pool: Some(PoolSpec { template: template.into(), min, max, buffer, ..Default::default() }),
         })),
         decided_at_us: 0,
     }

@@ -225,11 +225,11 @@ async fn a_restarted_up_adopts_its_running_sandboxes() {
 async fn pool_settings_are_validated_stored_and_listed() {
     use corral_core::api::SetPoolRequest;
     let c = Cluster::up().await;
-    let spec = c.client.set_pool("base", &SetPoolRequest { min: 2, max: 20, buffer: 4 }).await.unwrap();
+    let spec = c.client.set_pool("base", &SetPoolRequest { min: 2, max: 20, buffer: 4, ..Default::default() }).await.unwrap();
     assert_eq!((spec.min, spec.max, spec.buffer), (2, 20, 4));
-    let bad = c.client.set_pool("base", &SetPoolRequest { min: 30, max: 20, buffer: 0 }).await.unwrap_err();
+    let bad = c.client.set_pool("base", &SetPoolRequest { min: 30, max: 20, buffer: 0, ..Default::default() }).await.unwrap_err();
     assert_eq!(bad.status(), Some(400), "{bad}");
-    let unknown = c.client.set_pool("nope", &SetPoolRequest { min: 0, max: 1, buffer: 0 }).await.unwrap_err();
+    let unknown = c.client.set_pool("nope", &SetPoolRequest { min: 0, max: 1, buffer: 0, ..Default::default() }).await.unwrap_err();
     assert_eq!(unknown.status(), Some(404), "{unknown}");
     let pools = c.client.pools().await.unwrap();
     let base = pools.pools.iter().find(|p| p.template == "base").expect("base listed");
@@ -246,7 +246,7 @@ async fn a_warm_pool_serves_creates_and_refills() {
         eprintln!("skipped: pools need the native driver");
         return;
     }
-    c.client.set_pool("base", &SetPoolRequest { min: 5, max: 50, buffer: 5 }).await.unwrap();
+    c.client.set_pool("base", &SetPoolRequest { min: 5, max: 50, buffer: 5, ..Default::default() }).await.unwrap();
     let ready = || async {
         let pools = c.client.pools().await.ok()?;
         pools.pools.into_iter().find(|p| p.template == "base").map(|p| p.ready)
@@ -266,4 +266,29 @@ async fn a_warm_pool_serves_creates_and_refills() {
     eventually(Duration::from_secs(60), "the pool to refill", || async { (ready().await? >= 5).then_some(()) }).await;
     let metrics = c.client.metrics().await.unwrap();
     assert!(metrics.contains("corral_sandbox_start_seconds_count{path=\"warm\"} 5"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_prewarm_window_fills_the_pool_while_it_lasts() {
+    use corral_core::api::SetPoolRequest;
+    use corral_core::pool::PrewarmWindow;
+    let c = Cluster::up().await;
+    if c.driver != common::Driver::Native {
+        eprintln!("skipped: pools need the native driver");
+        return;
+    }
+    let now = corral_core::time::now_ms();
+    let backwards = PrewarmWindow { start_ms: now + 10, end_ms: now, size: 3 };
+    let bad = SetPoolRequest { max: 10, prewarm: vec![backwards], ..Default::default() };
+    assert_eq!(c.client.set_pool("base", &bad).await.unwrap_err().status(), Some(400));
+    let window = PrewarmWindow { start_ms: now.saturating_sub(1000), end_ms: now + 120_000, size: 3 };
+    let req = SetPoolRequest { min: 0, max: 10, buffer: 0, prewarm: vec![window.clone()] };
+    let spec = c.client.set_pool("base", &req).await.unwrap();
+    assert_eq!(spec.prewarm, vec![window]);
+    eventually(Duration::from_secs(60), "the window to fill the pool to 3", || async {
+        let pools = c.client.pools().await.ok()?;
+        let base = pools.pools.into_iter().find(|p| p.template == "base")?;
+        (base.ready >= 3).then_some(())
+    })
+    .await;
 }

@@ -24,6 +24,9 @@ pub struct PoolSpec {
     pub max: u32,
     /// Ready sandboxes kept beyond the forecast demand.
     pub buffer: u32,
+    /// Scheduled times when the pool holds at least a given size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prewarm: Vec<PrewarmWindow>,
 }
 
 /// Largest pool a template may have on one host.
@@ -40,6 +43,17 @@ impl PoolSpec {
         }
         if self.buffer > self.max {
             return Err(format!("buffer ({}) must not exceed max ({})", self.buffer, self.max));
+        }
+        if self.prewarm.len() > 64 {
+            return Err(format!("at most 64 prewarm windows, got {}", self.prewarm.len()));
+        }
+        for w in &self.prewarm {
+            if w.start_ms >= w.end_ms || w.size > self.max {
+                return Err(format!(
+                    "prewarm window {}..{} of size {} must start before it ends and not exceed max ({})",
+                    w.start_ms, w.end_ms, w.size, self.max
+                ));
+            }
         }
         Ok(())
     }

@@ -10,8 +10,9 @@
 
 use super::forecast::Holt;
 
-/// A pre-warm window: while `start_ms <= now < end_ms` the pool holds at least `size`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A pre-warm window: while `start_ms <= now < end_ms` (wall clock, ms since
+/// the epoch) the pool holds at least `size`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PrewarmWindow {
     pub start_ms: u64,
     pub end_ms: u64,

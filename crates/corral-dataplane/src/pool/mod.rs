@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_core::pool::{eviction_order, EvictionCandidate, PoolBounds, PoolSettings, PoolSizer, SizingInput};
+use corral_core::pool::{
+    eviction_order, EvictionCandidate, PoolBounds, PoolSettings, PoolSizer, PrewarmWindow, SizingInput,
+};
 use corral_proto::v1::{PoolSpec, PoolStatus};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -38,13 +40,16 @@ use tracing::{debug, info, warn};
 use crate::driver::Driver;
 
 /// One template's pool settings (as in `PoolSpec`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolConf {
     pub template: String,
     pub min: u32,
     /// 0: no more than `max(min, buffer)`.
     pub max: u32,
     pub buffer: u32,
+    /// Scheduled minimum sizes (wall clock).
+    #[serde(default)]
+    pub prewarm: Vec<PrewarmWindow>,
 }
 
 impl PoolConf {
@@ -64,22 +69,28 @@ impl PoolConf {
             min: nums[0],
             max: nums.get(1).copied().unwrap_or(0),
             buffer: nums.get(2).copied().unwrap_or(0),
+            prewarm: Vec::new(),
         })
     }
 
     pub fn from_proto(p: &PoolSpec) -> PoolConf {
-        PoolConf { template: p.template.clone(), min: p.min, max: p.max, buffer: p.buffer }
+        let prewarm = p
+            .prewarm
+            .iter()
+            .map(|w| PrewarmWindow { start_ms: w.start_ms, end_ms: w.end_ms, size: w.size })
+            .collect();
+        PoolConf { template: p.template.clone(), min: p.min, max: p.max, buffer: p.buffer, prewarm }
     }
 
     /// A setting that asks for nothing (removes the pool).
     pub fn is_empty(&self) -> bool {
-        self.min == 0 && self.max == 0 && self.buffer == 0
+        self.min == 0 && self.max == 0 && self.buffer == 0 && self.prewarm.is_empty()
     }
 
     fn settings(&self) -> PoolSettings {
         let floor = self.min.max(self.buffer);
         let max = if self.max == 0 { floor } else { self.max.max(self.min) };
-        PoolSettings { min: self.min, max, buffer: self.buffer, prewarm: Vec::new() }
+        PoolSettings { min: self.min, max, buffer: self.buffer, prewarm: self.prewarm.clone() }
     }
 }
 
@@ -176,7 +187,7 @@ impl Inner {
         }
         for (t, p) in self.pools.iter_mut() {
             if !wanted.contains_key(t) {
-                p.conf = PoolConf { template: t.clone(), min: 0, max: 0, buffer: 0 };
+                p.conf = PoolConf { template: t.clone(), ..Default::default() };
                 p.sizer.settings = p.conf.settings();
             }
         }
@@ -557,9 +568,9 @@ mod tests {
     fn parses_presets() {
         assert_eq!(
             PoolConf::parse("base=10:20:3").unwrap(),
-            PoolConf { template: "base".into(), min: 10, max: 20, buffer: 3 }
+            PoolConf { template: "base".into(), min: 10, max: 20, buffer: 3, prewarm: Vec::new() }
         );
-        assert_eq!(PoolConf::parse("py=5").unwrap(), PoolConf { template: "py".into(), min: 5, max: 0, buffer: 0 });
+        assert_eq!(PoolConf::parse("py=5").unwrap(), PoolConf { template: "py".into(), min: 5, max: 0, buffer: 0, prewarm: Vec::new() });
         assert!(PoolConf::parse("=1").is_err());
         assert!(PoolConf::parse("x=a").is_err());
         assert!(PoolConf::parse("x=1:2:3:4").is_err());
@@ -567,11 +578,11 @@ mod tests {
 
     #[test]
     fn max_zero_means_the_floor() {
-        let s = PoolConf { template: "b".into(), min: 10, max: 0, buffer: 0 }.settings();
+        let s = PoolConf { template: "b".into(), min: 10, max: 0, buffer: 0, prewarm: Vec::new() }.settings();
         assert_eq!((s.min, s.max), (10, 10));
-        let p = Pool::new(PoolConf { template: "b".into(), min: 10, max: 0, buffer: 0 });
+        let p = Pool::new(PoolConf { template: "b".into(), min: 10, max: 0, buffer: 0, prewarm: Vec::new() });
         assert_eq!(p.target(), 10);
-        let p = Pool::new(PoolConf { template: "b".into(), min: 2, max: 8, buffer: 5 });
+        let p = Pool::new(PoolConf { template: "b".into(), min: 2, max: 8, buffer: 5, prewarm: Vec::new() });
         assert_eq!(p.target(), 5);
     }
 }

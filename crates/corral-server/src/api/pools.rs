@@ -77,7 +77,7 @@ pub async fn set(
             format!("template {template:?} does not exist"),
         ));
     }
-    let spec = PoolSpec { template, min: req.min, max: req.max, buffer: req.buffer };
+    let spec = PoolSpec { template, min: req.min, max: req.max, buffer: req.buffer, prewarm: req.prewarm };
     spec.validate().map_err(ApiError::bad_request)?;
     let spec = app.controller.run(move |tx, f| decide::set_pool(tx, f, spec)).await?;
     Ok(Json(spec))

@@ -33,7 +33,12 @@ pub fn command_to_pb(e: &OutboxEntry) -> pb::Command {
 }
 
 pub fn pool_to_pb(p: &PoolSpec) -> pb::PoolSpec {
-    pb::PoolSpec { template: p.template.clone(), min: p.min, max: p.max, buffer: p.buffer }
+    let prewarm = p
+        .prewarm
+        .iter()
+        .map(|w| pb::PrewarmWindow { start_ms: w.start_ms, end_ms: w.end_ms, size: w.size })
+        .collect();
+    pb::PoolSpec { template: p.template.clone(), min: p.min, max: p.max, buffer: p.buffer, prewarm }
 }
 
 pub fn parse_end_reason(s: &str) -> Option<EndReason> {

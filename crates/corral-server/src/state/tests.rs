@@ -348,7 +348,7 @@ fn pool_settings_are_stored_and_sent_to_hosts_with_the_template() {
     w.add_host("h1");
     w.add_host("h2");
     w.state.hosts.get_mut("h2").unwrap().host.templates = vec!["other".into()];
-    let pool = PoolSpec { template: "base".into(), min: 2, max: 10, buffer: 3 };
+    let pool = PoolSpec { template: "base".into(), min: 2, max: 10, buffer: 3, prewarm: Vec::new() };
     let (_, writes) = w.run(|tx, f| set_pool(tx, f, pool.clone()));
     assert_eq!(w.state.pools["base"], pool);
     let sent: Vec<_> = w.state.hosts["h1"].outbox.values().map(|e| e.command.clone()).collect();

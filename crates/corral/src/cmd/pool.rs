@@ -10,7 +10,7 @@ use crate::cli::PoolCommand;
 pub async fn run(cmd: PoolCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PoolCommand::Set(a) => {
-            let req = SetPoolRequest { min: a.min, max: a.max, buffer: a.buffer };
+            let req = SetPoolRequest { min: a.min, max: a.max, buffer: a.buffer, prewarm: Vec::new() };
             let spec = client(&a.client)?.set_pool(&a.template, &req).await?;
             if a.client.json {
                 print_json(&spec)?;
