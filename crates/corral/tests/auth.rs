@@ -98,3 +98,34 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_changes_nothing() {
     let listed = c.client.list(&ListFilter::default()).await.unwrap();
     assert_eq!(listed.len(), created, "refused creates left nothing behind");
 }
+
+#[tokio::test]
+async fn an_isolated_sandbox_cannot_reach_the_server_or_its_agent() {
+    let c = Cluster::up().await;
+    if c.driver != Driver::Native {
+        eprintln!("skipped: isolation needs the native driver");
+        return;
+    }
+    let sb = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
+    let agent = std::fs::read_to_string(c.server_dir().join("dataplane/agent.addr")).unwrap();
+    let agent_port = agent.trim().rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        "import socket\n\
+         for port in ({api}, {grpc}, {agent}):\n\
+         \x20   s = socket.socket(); s.settimeout(2)\n\
+         \x20   try:\n\
+         \x20       s.connect(('127.0.0.1', port)); print('reached', port)\n\
+         \x20   except OSError as e:\n\
+         \x20       print('refused', port)\n",
+        api = c.api_port,
+        grpc = c.grpc_port,
+        agent = agent_port
+    );
+    let req = corral_core::api::ExecRequest {
+        cmd: vec!["/usr/bin/python3".into(), "-c".into(), script],
+        ..Default::default()
+    };
+    let out = c.client.exec(&sb.id, &req).await.unwrap();
+    assert_eq!(out.stdout.matches("refused").count(), 3, "{out:?}");
+    assert!(!out.stdout.contains("reached"), "{out:?}");
+}
