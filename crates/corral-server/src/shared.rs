@@ -64,8 +64,22 @@ impl Shared {
                 }
             }
             m::set_state_gauges(&st);
-            for hs in st.hosts.values() {
-                m::set_backlog(&hs.host.id, hs.outbox.len());
+            // Only hosts this batch touched can have a new backlog: every
+            // outbox change comes with a write of its host's record.
+            let mut changed: Vec<&str> = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::PutHost(h) => Some(h.id.as_str()),
+                    Write::DeleteOutbox { host, .. } => Some(host.as_str()),
+                    _ => None,
+                })
+                .collect();
+            changed.sort_unstable();
+            changed.dedup();
+            for id in changed {
+                if let Some(hs) = st.hosts.get(id) {
+                    m::set_backlog(id, hs.outbox.len());
+                }
             }
         }
         self.wake_pollers(writes, &touched_hosts);
