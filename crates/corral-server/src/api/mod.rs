@@ -43,6 +43,14 @@ pub struct AppState {
     pub gate: Arc<gate::Gate>,
 }
 
+impl AppState {
+    /// Whether a create (or a pool) may name `template`: the built-in `base`,
+    /// or one that some registered host offers.
+    pub fn template_known(&self, template: &str) -> bool {
+        template == corral_core::validate::DEFAULT_TEMPLATE || self.shared.committed.read().template_offered(template)
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Corral", description = "Isolated sandboxes for AI agents and evaluation harnesses."),

@@ -68,9 +68,7 @@ pub async fn set(
     Path(template): Path<String>,
     ApiJson(req): ApiJson<SetPoolRequest>,
 ) -> Result<Json<PoolSpec>, ApiError> {
-    let known = template == corral_core::validate::DEFAULT_TEMPLATE
-        || app.shared.committed.read().template_offered(&template);
-    if !known {
+    if !app.template_known(&template) {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "unknown_template",

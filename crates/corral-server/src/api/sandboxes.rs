@@ -33,10 +33,6 @@ pub struct CreateParams {
     wait_timeout_s: Option<u64>,
 }
 
-fn template_known(app: &AppState, template: &str) -> bool {
-    template == validate::DEFAULT_TEMPLATE || app.shared.committed.read().template_offered(template)
-}
-
 fn wait_timeout(p: &CreateParams) -> Result<Option<Duration>, ApiError> {
     match p.wait.as_deref() {
         None => Ok(None),
@@ -57,7 +53,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_timeout(&params)?;
-    let spec = validate::create_spec(&req, |t| template_known(&app, t), &app.limits)?;
+    let spec = validate::create_spec(&req, |t| app.template_known(t), &app.limits)?;
     let key = req.idempotency_key.clone();
     let id = new_sandbox_id();
     let outcome = app
@@ -104,7 +100,7 @@ pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<R
     let count = validate::batch_count(count, &app.limits)?;
     let req: CreateSandboxRequest = serde_json::from_value(serde_json::Value::Object(obj))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("request body: {e}")))?;
-    let spec = validate::create_spec(&req, |t| template_known(&app, t), &app.limits)?;
+    let spec = validate::create_spec(&req, |t| app.template_known(t), &app.limits)?;
     let base_key = req.idempotency_key.clone();
     let items: Vec<(String, SandboxSpec, Option<String>)> = (0..count)
         .map(|i| (new_sandbox_id(), spec.clone(), base_key.as_ref().map(|k| format!("{k}#{i}"))))
