@@ -57,11 +57,9 @@ pub mod auth {
                 .metadata()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|h| h.trim().strip_prefix("Bearer "))
+                .and_then(corral_core::auth::bearer)
                 .unwrap_or("");
-            let same = presented.len() == expected.len()
-                && presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            if same {
+            if corral_core::auth::constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
                 Ok(req)
             } else {
                 Err(Status::unauthenticated("a valid join token is required"))
