@@ -51,6 +51,11 @@ pub struct NativeConfig {
 }
 
 impl NativeConfig {
+    /// Where templates are found: the setting, else `<runtime_dir>/templates`.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.templates_dir.clone().unwrap_or_else(|| self.runtime_dir.join("templates"))
+    }
+
     pub fn new(runtime_dir: impl Into<PathBuf>) -> Self {
         NativeConfig {
             runtime_dir: runtime_dir.into(),
@@ -180,10 +185,6 @@ impl NativeDriver {
         }
     }
 
-    fn templates_dir(&self) -> PathBuf {
-        self.config.templates_dir.clone().unwrap_or_else(|| self.config.runtime_dir.join("templates"))
-    }
-
     /// The sandbox config for a spec's template: `base`, or a ready built or
     /// imported one on this host, with the image's env and working directory.
     fn sandbox_config(&self, id: &str, name: &str) -> Result<SandboxConfig, DriverError> {
@@ -191,7 +192,7 @@ impl NativeDriver {
             return Ok(self.base.sandbox_config(id));
         }
         let missing = || DriverError::InvalidArgument(format!("template {name:?} is not ready on this host"));
-        let store = corral_template::TemplateStore::open(self.templates_dir()).map_err(|_| missing())?;
+        let store = corral_template::TemplateStore::open(self.config.templates_dir()).map_err(|_| missing())?;
         let t = store.get(name).ok().filter(|t| t.is_ready()).ok_or_else(missing)?;
         let image = Template { name: name.to_string(), layers: vec![t.rootfs()], binds: Vec::new() };
         let mut cfg = image.sandbox_config(id);

@@ -48,14 +48,19 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> Datapl
     c.pool_wait_ms = h.pool_wait_ms;
     c.max_sandboxes = h.max_sandboxes;
     if h.driver == DriverKind::Native {
-        c.templates = corral_dataplane::local_templates(&templates_dir(h));
+        c.templates = corral_dataplane::local_templates(&native_config(h).templates_dir());
     }
     c
 }
 
-/// Where the native driver finds templates: the flag, else `<runtime-dir>/templates`.
-fn templates_dir(h: &HostArgs) -> std::path::PathBuf {
-    h.templates_dir.clone().unwrap_or_else(|| h.runtime_dir.join("templates"))
+fn native_config(h: &HostArgs) -> NativeConfig {
+    NativeConfig {
+        templates_dir: h.templates_dir.clone(),
+        cgroup_parent: h.cgroup_parent.clone(),
+        disk_mb: h.disk_mb,
+        pids_max: h.pids_max,
+        ..NativeConfig::new(&h.runtime_dir)
+    }
 }
 
 /// Builds the driver the flags ask for.
@@ -64,14 +69,7 @@ async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>
         DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
         DriverKind::Sim => Arc::new(corral_dataplane::driver::sim::SimDriver::new(std::time::Duration::ZERO)),
         DriverKind::Native => {
-            let config = NativeConfig {
-                templates_dir: Some(templates_dir(h)),
-                cgroup_parent: h.cgroup_parent.clone(),
-                disk_mb: h.disk_mb,
-                pids_max: h.pids_max,
-                ..NativeConfig::new(&h.runtime_dir)
-            };
-            let d = NativeDriver::new(config).await.context(
+            let d = NativeDriver::new(native_config(h)).await.context(
                 "starting the native sandbox runtime (it needs root; `--driver process` runs without isolation)",
             )?;
             Arc::new(d)
