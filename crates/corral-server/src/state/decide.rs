@@ -62,16 +62,20 @@ pub type WarmSlots = parking_lot::Mutex<HashMap<String, HashMap<String, i64>>>;
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
     pub warm: &'a WarmSlots,
-    pub now_ms: u64,
-    /// The same instant in microseconds (`now_ms == now_us / 1000`).
+    /// The moment of the decision, µs since the epoch.
     pub now_us: u64,
     pub liveness: &'a HashMap<String, Liveness>,
     pub policy: &'a Policy,
 }
 
 impl Fleet<'_> {
+    /// The moment of the decision in milliseconds (what records store).
+    pub fn now_ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
     fn heartbeat_age_ms(&self, host: &str) -> u64 {
-        self.liveness.get(host).map(|l| self.now_ms.saturating_sub(l.last_seen_ms)).unwrap_or(u64::MAX)
+        self.liveness.get(host).map(|l| self.now_ms().saturating_sub(l.last_seen_ms)).unwrap_or(u64::MAX)
     }
 
     /// The host's lease is over: no new work.
@@ -146,7 +150,7 @@ pub fn create(
             };
         }
     }
-    let sb = Sandbox::new(id.clone(), spec, key, fleet.now_ms);
+    let sb = Sandbox::new(id.clone(), spec, key, fleet.now_ms());
     if tx.state.pending.len() >= fleet.policy.max_pending && choose_host(tx.state, fleet, &sb).is_none() {
         return Err(DecideError::QueueFull(tx.state.pending.len()));
     }
@@ -216,7 +220,7 @@ fn push_command(tx: &mut Tx, fleet: &Fleet, host_id: &str, command: Command) {
         host: host_id.to_string(),
         seq: host.last_seq,
         command,
-        committed_at_ms: fleet.now_ms,
+        committed_at_ms: fleet.now_ms(),
         decided_at_us: fleet.now_us,
     };
     tx.write(Write::PutOutbox(entry));
@@ -227,7 +231,7 @@ fn push_command(tx: &mut Tx, fleet: &Fleet, host_id: &str, command: Command) {
 fn end(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox, reason: EndReason, message: Option<String>) {
     sb.state = reason.terminal_state();
     sb.end_reason = Some(reason);
-    sb.ended_at_ms = Some(fleet.now_ms);
+    sb.ended_at_ms = Some(fleet.now_ms());
     if message.is_some() {
         sb.message = message;
     }
@@ -263,7 +267,7 @@ pub fn ack(tx: &mut Tx, fleet: &Fleet, host_id: &str, epoch: u64, seq: u64) {
     let mut host = hs.host.clone();
     let mut starting = Vec::new();
     for e in hs.outbox.range(..=seq).map(|(_, e)| e) {
-        tx.drained_ms.push(fleet.now_ms.saturating_sub(e.committed_at_ms));
+        tx.drained_ms.push(fleet.now_ms().saturating_sub(e.committed_at_ms));
         if let Command::AddSandbox { sandbox_id, .. } = &e.command {
             starting.push(sandbox_id.clone());
         }
@@ -305,14 +309,14 @@ pub fn register(tx: &mut Tx, fleet: &Fleet, reg: Registration) -> Host {
         },
         None => Host {
             id: reg.host_id,
-            epoch: fresh_epoch(tx.state, fleet.now_ms),
+            epoch: fresh_epoch(tx.state, fleet.now_ms()),
             last_seq: 0,
             acked_seq: 0,
             cpu_millis: reg.cpu_millis,
             memory_mb: reg.memory_mb,
             templates: reg.templates,
             agent_addr: reg.agent_addr,
-            registered_at_ms: fleet.now_ms,
+            registered_at_ms: fleet.now_ms(),
             full_syncs: 0,
         },
     };
@@ -399,7 +403,7 @@ pub fn host_events(tx: &mut Tx, fleet: &Fleet, host_id: &str, events: Vec<HostEv
                 if sb.state.can_become(SandboxState::Running) {
                     let mut next = sb;
                     next.state = SandboxState::Running;
-                    next.started_at_ms = Some(fleet.now_ms);
+                    next.started_at_ms = Some(fleet.now_ms());
                     next.start_path = path;
                     tx.put_sandbox(next);
                 }
@@ -457,11 +461,11 @@ fn reroute(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox, refused_by: &str) {
 /// The periodic sweep: TTLs, pending deadlines, lost hosts, waiting creates.
 pub fn tick(tx: &mut Tx, fleet: &Fleet) {
     let expired: Vec<String> =
-        tx.state.expiry.range(..=(fleet.now_ms, String::from("\u{10ffff}"))).map(|(_, id)| id.clone()).collect();
+        tx.state.expiry.range(..=(fleet.now_ms(), String::from("\u{10ffff}"))).map(|(_, id)| id.clone()).collect();
     for id in expired {
         let _ = stop(tx, fleet, &id, EndReason::TtlExpired);
     }
-    let deadline = fleet.now_ms.saturating_sub(fleet.policy.pending_timeout_ms);
+    let deadline = fleet.now_ms().saturating_sub(fleet.policy.pending_timeout_ms);
     let timed_out: Vec<String> =
         tx.state.pending.range(..(deadline, String::new())).map(|(_, id)| id.clone()).collect();
     for id in timed_out {
@@ -495,7 +499,7 @@ fn host_lost(tx: &mut Tx, fleet: &Fleet, host_id: &str) {
         };
         end(tx, fleet, sb, reason, Some(format!("host {host_id} stopped reporting")));
     }
-    host.epoch = fresh_epoch(tx.state, fleet.now_ms);
+    host.epoch = fresh_epoch(tx.state, fleet.now_ms());
     tx.write(Write::DeleteOutbox { host: host_id.to_string(), through_seq: host.last_seq });
     host.acked_seq = host.last_seq;
     tx.put_host(host);

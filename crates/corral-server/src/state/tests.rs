@@ -40,7 +40,7 @@ impl World {
 
     /// Runs one decision and returns the writes it made.
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
-        let fleet = Fleet { warm: &self.warm, now_ms: self.now, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { warm: &self.warm, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         (r, tx.writes)
