@@ -119,8 +119,14 @@ pub async fn boot(
                 (Some(sb), Ok(started)) => {
                     tracing::info!(sandbox_id = %id, pid = found.pid, "adopted a running sandbox");
                     rt.log_adopted(&id);
+                    let path = if rt.driver.was_claimed(&id) {
+                        rt.pools.claimed(&sb.spec.template, &id);
+                        "warm"
+                    } else {
+                        "cold"
+                    };
                     rt.watch(&sb, started);
-                    events.push(Event::started(&id, "cold"));
+                    events.push(Event::started(&id, path));
                 }
                 _ => {
                     set(

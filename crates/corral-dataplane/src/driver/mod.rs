@@ -222,6 +222,12 @@ pub trait Driver: Send + Sync + 'static {
         Box::pin(async { Err(DriverError::Unsupported(format!("the {} driver has no warm pools", self.name()))) })
     }
 
+    /// Whether sandbox `id` runs on a pool member it claimed (so that a
+    /// restarted dataplane counts an adopted claim as `allocated`).
+    fn was_claimed(&self, _id: &str) -> bool {
+        false
+    }
+
     /// Destroys an unclaimed member.
     fn discard<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<(), DriverError>> {
         let _ = member;

@@ -281,6 +281,10 @@ impl Driver for NativeDriver {
         })
     }
 
+    fn was_claimed(&self, id: &str) -> bool {
+        self.claims.lock().contains_key(id)
+    }
+
     fn adopt(&self, id: &str, _found: &Discovered) -> Result<Started, DriverError> {
         // The runtime re-attached to the init when it started; watch its end.
         let rt_id = self.rt_id(id);
