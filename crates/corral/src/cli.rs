@@ -437,6 +437,15 @@ pub struct PoolSetArgs {
     /// Ready sandboxes kept beyond the forecast demand.
     #[arg(long, default_value_t = 0)]
     pub buffer: u32,
+    /// A pre-warm window START/END=SIZE (repeatable): while it lasts the pool
+    /// holds at least SIZE. START and END: `+30m` from now, UTC
+    /// `2026-11-24T09:00Z`, or epoch ms. Example: `--prewarm +0s/+1h=50`.
+    #[arg(long = "prewarm", value_parser = parse_prewarm)]
+    pub prewarm: Vec<corral_core::pool::PrewarmWindow>,
+}
+
+fn parse_prewarm(s: &str) -> Result<corral_core::pool::PrewarmWindow, String> {
+    corral_core::pool::PrewarmWindow::parse(s, corral_core::time::now_ms())
 }
 
 fn parse_pool(s: &str) -> Result<corral_dataplane::PoolConf, String> {

@@ -19,6 +19,24 @@ pub struct PrewarmWindow {
     pub size: u32,
 }
 
+impl PrewarmWindow {
+    /// Parses `START/END=SIZE` as typed on a command line; START and END are
+    /// anything [`crate::time::parse_instant_ms`] takes (`+0s/+1h=50`,
+    /// `2026-11-24T09:00Z/2026-11-24T10:00Z=200`).
+    pub fn parse(s: &str, now_ms: u64) -> Result<PrewarmWindow, String> {
+        let bad = |why: &str| format!("bad pre-warm window {s:?}: {why} (want START/END=SIZE, e.g. +0s/+1h=50)");
+        let (span, size) = s.rsplit_once('=').ok_or_else(|| bad("no =SIZE"))?;
+        let (start, end) = span.split_once('/').ok_or_else(|| bad("no START/END"))?;
+        let start_ms = crate::time::parse_instant_ms(start, now_ms).map_err(|e| bad(&e))?;
+        let end_ms = crate::time::parse_instant_ms(end, now_ms).map_err(|e| bad(&e))?;
+        let size = size.trim().parse().map_err(|_| bad("SIZE is not a number"))?;
+        if end_ms <= start_ms {
+            return Err(bad("END is not after START"));
+        }
+        Ok(PrewarmWindow { start_ms, end_ms, size })
+    }
+}
+
 /// What an operator sets per template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -141,6 +159,22 @@ impl PoolSizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prewarm_windows_parse_from_the_command_line() {
+        let now = 1_000_000;
+        assert_eq!(
+            PrewarmWindow::parse("+0s/+1h=50", now),
+            Ok(PrewarmWindow { start_ms: now, end_ms: now + 3_600_000, size: 50 })
+        );
+        assert_eq!(
+            PrewarmWindow::parse("1970-01-01T00:00Z/1970-01-01T00:01Z=3", now),
+            Ok(PrewarmWindow { start_ms: 0, end_ms: 60_000, size: 3 })
+        );
+        for bad in ["+0s/+1h", "+1h=5", "+1h/+0s=5", "+0s/+1h=x", "soon/+1h=5"] {
+            assert!(PrewarmWindow::parse(bad, now).unwrap_err().contains("START/END=SIZE"), "{bad}");
+        }
+    }
 
     fn settings(min: u32, max: u32, buffer: u32) -> PoolSettings {
         PoolSettings { min, max, buffer, prewarm: Vec::new() }

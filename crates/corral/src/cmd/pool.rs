@@ -10,12 +10,15 @@ use crate::cli::PoolCommand;
 pub async fn run(cmd: PoolCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PoolCommand::Set(a) => {
-            let req = SetPoolRequest { min: a.min, max: a.max, buffer: a.buffer, prewarm: Vec::new() };
+            let req = SetPoolRequest { min: a.min, max: a.max, buffer: a.buffer, prewarm: a.prewarm };
             let spec = client(&a.client)?.set_pool(&a.template, &req).await?;
             if a.client.json {
                 print_json(&spec)?;
             } else {
                 println!("{}: min {} max {} buffer {}", spec.template, spec.min, spec.max, spec.buffer);
+                for w in &spec.prewarm {
+                    println!("  pre-warm {} from {} ms to {} ms (epoch)", w.size, w.start_ms, w.end_ms);
+                }
             }
         }
         PoolCommand::Ls(a) => {
