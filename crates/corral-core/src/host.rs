@@ -26,4 +26,9 @@ pub struct Host {
     /// How many full syncs this host has needed; a resuming restart adds none.
     #[serde(default)]
     pub full_syncs: u64,
+    /// Sandboxes plus idle pool members the host holds at most (0: no bound);
+    /// past it the scheduler only sends warm claims or makes room by
+    /// evicting idle pool members.
+    #[serde(default)]
+    pub max_sandboxes: u64,
 }

@@ -100,6 +100,7 @@ impl Link {
                 }),
                 templates: c.templates.clone(),
                 agent_addr: self.agent_addr.to_string(),
+                max_sandboxes: c.max_sandboxes as u64,
             };
             match self.client.clone().register(req).await {
                 Ok(resp) => {

@@ -144,6 +144,7 @@ async fn register(url: &str) -> u64 {
         capacity: Some(pb::Resources { cpu_millis: 1_000_000, memory_mb: 100_000_000 }),
         templates: vec!["base".into()],
         agent_addr: "127.0.0.1:1".into(),
+        max_sandboxes: 0,
     };
     ctl.register(req).await.expect("register").into_inner().epoch
 }

@@ -103,7 +103,7 @@ async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared:
         let started = Instant::now();
         let (writes, drained, completions) = {
             let liveness = shared.liveness.read();
-            let fleet = Fleet { warm: &shared.warm, now_us, liveness: &liveness, policy: &policy };
+            let fleet = Fleet { pools: &shared.pools, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
             (coalesce(tx.writes), tx.drained_ms, completions)
@@ -189,6 +189,7 @@ mod tests {
             agent_addr: String::new(),
             registered_at_ms: 0,
             full_syncs: 0,
+            max_sandboxes: 0,
         }
     }
 

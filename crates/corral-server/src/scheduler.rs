@@ -1,13 +1,19 @@
 //! Placement: which host gets a sandbox. Pure functions, no I/O.
 //!
 //! Hard filters first (a live lease, the template, room for the request's cpu
-//! and memory after overcommit), then the score from DESIGN.md:
+//! and memory after overcommit, and a sandbox slot — see [`Room`]), then the
+//! score from DESIGN.md:
 //! `100×warm_slots + free_net_slots − 0.1×cpu_pct − 1000×stale`.
+//! A host that can take the sandbox without evicting anything always beats
+//! one that must evict an idle pool member (the vacuum), and among those the
+//! one giving up the cheapest member ([`EvictionClass`]) wins.
 //! Ties go to the lower cpu, then to the host with fewer sandboxes (so an idle
 //! fleet spreads instead of piling onto the first host), then to the smaller
 //! id, which keeps every decision deterministic.
 
 use std::cmp::Ordering;
+
+use corral_core::pool::EvictionClass;
 
 /// What the scheduler knows of one host at the moment of a decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +31,43 @@ pub struct Candidate<'a> {
     pub free_cpu_millis: i64,
     pub free_memory_mb: i64,
     pub sandboxes: u64,
+    /// Sandbox slots left (`max_sandboxes` − live − pool members); `None`
+    /// when the host sets no such bound.
+    pub free_slots: Option<i64>,
+    /// What making a slot would cost: the class of the idle pool member the
+    /// host would evict first, `None` when it has none.
+    pub vacuum: Option<EvictionClass>,
+}
+
+/// How a host makes room for one more sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Room {
+    /// A ready member of the template is claimed: no new slot is needed.
+    Warm,
+    /// A free slot.
+    Free,
+    /// An idle pool member of this class is evicted first.
+    Evict(EvictionClass),
+}
+
+/// How `c` would make room, or `None` when it cannot.
+pub fn room(c: &Candidate) -> Option<Room> {
+    if c.warm_slots > 0 {
+        Some(Room::Warm)
+    } else if c.free_slots.is_none_or(|n| n > 0) {
+        Some(Room::Free)
+    } else {
+        c.vacuum.map(Room::Evict)
+    }
+}
+
+/// Warm and free rooms cost nothing (the score orders them); evictions
+/// cost their class.
+fn room_cost(r: Option<Room>) -> u8 {
+    match r {
+        Some(Room::Warm | Room::Free) | None => 0,
+        Some(Room::Evict(class)) => 1 + class as u8,
+    }
 }
 
 /// The host's score; higher is better.
@@ -37,11 +80,13 @@ fn fits(c: &Candidate, cpu_millis: u32, memory_mb: u32) -> bool {
         && !c.expired
         && c.free_cpu_millis >= i64::from(cpu_millis)
         && c.free_memory_mb >= i64::from(memory_mb)
+        && room(c).is_some()
 }
 
 fn better(a: &Candidate, b: &Candidate) -> Ordering {
-    score(a)
-        .total_cmp(&score(b))
+    room_cost(room(b))
+        .cmp(&room_cost(room(a)))
+        .then_with(|| score(a).total_cmp(&score(b)))
         .then_with(|| b.cpu_pct.total_cmp(&a.cpu_pct))
         .then_with(|| b.sandboxes.cmp(&a.sandboxes))
         .then_with(|| b.id.cmp(a.id))
@@ -73,6 +118,8 @@ mod tests {
             free_cpu_millis: 10_000,
             free_memory_mb: 10_000,
             sandboxes: 0,
+            free_slots: None,
+            vacuum: None,
         }
     }
 
@@ -125,5 +172,40 @@ mod tests {
         other.supports_template = false;
         assert_eq!(pick(&[other], 1, 1), None);
         assert_eq!(pick(&[], 1, 1), None);
+    }
+
+    #[test]
+    fn a_full_host_needs_a_warm_member_or_something_to_evict() {
+        let mut full = host("full", 0, 0, 0.0);
+        full.free_slots = Some(0);
+        assert_eq!(room(&full), None);
+        assert_eq!(pick(std::slice::from_ref(&full), 1, 1), None, "nothing to claim, nothing to evict");
+
+        full.warm_slots = 1;
+        assert_eq!(room(&full), Some(Room::Warm), "a claim needs no new slot");
+        full.warm_slots = 0;
+        full.vacuum = Some(EvictionClass::AtOrBelowMin);
+        assert_eq!(room(&full), Some(Room::Evict(EvictionClass::AtOrBelowMin)));
+        assert_eq!(pick(std::slice::from_ref(&full), 1, 1), Some(0), "evicting is better than waiting");
+
+        let mut roomy = host("roomy", 0, 0, 95.0);
+        roomy.free_slots = Some(1);
+        assert_eq!(room(&roomy), Some(Room::Free));
+        assert_eq!(pick(&[full.clone(), roomy], 1, 1), Some(1), "a free slot beats an eviction, even on a busier host");
+    }
+
+    #[test]
+    fn the_vacuum_goes_where_the_cheapest_member_is() {
+        let full = |id, class| {
+            let mut h = host(id, 0, 50, 0.0);
+            h.free_slots = Some(-2);
+            h.vacuum = Some(class);
+            h
+        };
+        let protected = full("a", EvictionClass::AtOrBelowMin);
+        let headroom = full("b", EvictionClass::AboveMin);
+        let surplus = full("c", EvictionClass::AboveBuffer);
+        assert_eq!(pick(&[protected.clone(), headroom.clone(), surplus], 1, 1), Some(2));
+        assert_eq!(pick(&[protected, headroom], 1, 1), Some(1));
     }
 }

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::metrics as m;
-use crate::state::decide::{Liveness, WarmSlots};
+use crate::state::decide::{Liveness, PoolView};
 use crate::state::State;
 
 pub struct Shared {
@@ -27,7 +27,7 @@ pub struct Shared {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Sandbox>>>>,
     pub events: broadcast::Sender<StateEvent>,
     /// Ready pool sandboxes per host and template, as the scheduler sees them.
-    pub warm: WarmSlots,
+    pub pools: PoolView,
     /// The last pool status each host reported.
     pub pool_status: RwLock<HashMap<String, Vec<corral_proto::v1::PoolStatus>>>,
 }
@@ -45,7 +45,7 @@ impl Shared {
             outbox_heads: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             events: broadcast::channel(16_384).0,
-            warm: WarmSlots::default(),
+            pools: PoolView::default(),
             pool_status: RwLock::new(HashMap::new()),
         }
     }

@@ -36,6 +36,7 @@ fn host(id: &str) -> Host {
         agent_addr: "127.0.0.1:1".into(),
         registered_at_ms: 5,
         full_syncs: 0,
+        max_sandboxes: 0,
     }
 }
 

@@ -24,6 +24,36 @@ pub struct EvictionCandidate {
     pub age_s: f64,
 }
 
+/// Why a ready member may go, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvictionClass {
+    /// Beyond what the pool keeps as buffer (and min): pure surplus.
+    AboveBuffer = 0,
+    /// Within the buffer but above min: costs headroom for the next burst.
+    AboveMin = 1,
+    /// At or below min: costs a guaranteed warm start.
+    AtOrBelowMin = 2,
+}
+
+/// The class of the member a pool would give up at `keep_rank` (0 = the one
+/// it would keep longest): the pool keeps `min` above all and `max(buffer,
+/// min)` before anything is pure surplus.
+pub fn class_at(keep_rank: u32, min: u32, buffer: u32) -> EvictionClass {
+    if keep_rank >= buffer.max(min) {
+        EvictionClass::AboveBuffer
+    } else if keep_rank >= min {
+        EvictionClass::AboveMin
+    } else {
+        EvictionClass::AtOrBelowMin
+    }
+}
+
+/// The class of the first member a pool of `ready` members would give up,
+/// or `None` when it has none: its highest keep rank is `ready − 1`.
+pub fn first_eviction(ready: u32, min: u32, buffer: u32) -> Option<EvictionClass> {
+    ready.checked_sub(1).map(|rank| class_at(rank, min, buffer))
+}
+
 /// The candidates in eviction order (first = evict first). Candidates whose
 /// template has no bounds are treated as `min = buffer = 0`, utilization 0.
 pub fn eviction_order(pools: &[PoolBounds], candidates: &[EvictionCandidate]) -> Vec<String> {
@@ -32,7 +62,7 @@ pub fn eviction_order(pools: &[PoolBounds], candidates: &[EvictionCandidate]) ->
         let util = bounds(&c.template).map(|b| b.utilization.clamp(0.0, 1.0)).unwrap_or(0.0);
         c.age_s * (1.0 - util)
     };
-    let mut ranked: Vec<(u8, f64, &EvictionCandidate)> = Vec::with_capacity(candidates.len());
+    let mut ranked: Vec<(EvictionClass, f64, &EvictionCandidate)> = Vec::with_capacity(candidates.len());
     let mut templates: Vec<&str> = candidates.iter().map(|c| c.template.as_str()).collect();
     templates.sort_unstable();
     templates.dedup();
@@ -42,15 +72,8 @@ pub fn eviction_order(pools: &[PoolBounds], candidates: &[EvictionCandidate]) ->
         // The ones a pool would keep longest are its youngest, busiest.
         mine.sort_by(|a, b| score(a).total_cmp(&score(b)).then_with(|| a.id.cmp(&b.id)));
         for (keep_rank, c) in mine.into_iter().enumerate() {
-            let rank = keep_rank as u32; // 0 = the last one this pool would give up
-            let class = if rank >= buffer.max(min) {
-                0
-            } else if rank >= min {
-                1
-            } else {
-                2
-            };
-            ranked.push((class, score(c), c));
+            // keep_rank 0 = the last one this pool would give up.
+            ranked.push((class_at(keep_rank as u32, min, buffer), score(c), c));
         }
     }
     ranked.sort_by(|a, b| {
@@ -99,6 +122,21 @@ mod tests {
         let cands = [cand("busy-old", "busy", 100.0), cand("idle-young", "idle", 20.0)];
         // Scores: busy-old 100 × 0.1 = 10, idle-young 20 × 1.0 = 20.
         assert_eq!(eviction_order(&pools, &cands), vec!["idle-young", "busy-old"]);
+    }
+
+    #[test]
+    fn the_first_member_a_pool_gives_up() {
+        // min 1, buffer 3: ranks 3.. are surplus, 1..3 above min, 0 protected.
+        assert_eq!(first_eviction(0, 1, 3), None);
+        assert_eq!(first_eviction(1, 1, 3), Some(EvictionClass::AtOrBelowMin));
+        assert_eq!(first_eviction(2, 1, 3), Some(EvictionClass::AboveMin));
+        assert_eq!(first_eviction(3, 1, 3), Some(EvictionClass::AboveMin));
+        assert_eq!(first_eviction(4, 1, 3), Some(EvictionClass::AboveBuffer));
+        // A buffer below min protects nothing beyond min.
+        assert_eq!(first_eviction(2, 2, 0), Some(EvictionClass::AtOrBelowMin));
+        assert_eq!(first_eviction(3, 2, 0), Some(EvictionClass::AboveBuffer));
+        assert!(EvictionClass::AboveBuffer < EvictionClass::AboveMin);
+        assert!(EvictionClass::AboveMin < EvictionClass::AtOrBelowMin);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod sizing;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use evict::{eviction_order, EvictionCandidate, PoolBounds};
+pub use evict::{class_at, eviction_order, first_eviction, EvictionCandidate, EvictionClass, PoolBounds};
 pub use forecast::Holt;
 pub use sizing::{PoolSettings, PoolSizer, PrewarmWindow, SizingInput};
 

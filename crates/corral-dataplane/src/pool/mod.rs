@@ -389,6 +389,8 @@ impl PoolManager {
                 target: if self.enabled { p.target() } else { 0 },
                 forecast: p.sizer.forecast_rate(),
                 forecast_error: p.sizer.forecast_error(),
+                min: p.conf.min,
+                buffer: p.conf.buffer,
             })
             .collect()
     }

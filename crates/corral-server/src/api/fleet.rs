@@ -17,7 +17,7 @@ pub async fn hosts(State(app): State<AppState>) -> Json<HostList> {
     let now = now_us / 1000;
     let st = app.shared.committed.read();
     let live = app.shared.liveness.read();
-    let fleet = Fleet { warm: &app.shared.warm, now_us, liveness: &live, policy: &app.policy };
+    let fleet = Fleet { pools: &app.shared.pools, now_us, liveness: &live, policy: &app.policy };
     let hosts = st
         .hosts
         .values()

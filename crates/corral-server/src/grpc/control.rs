@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{command_to_pb, event_from_pb, pool_to_pb, spec_to_pb};
 use crate::controller::{Controller, Unavailable};
 use crate::shared::Shared;
-use crate::state::decide::{self, Liveness, Registration};
+use crate::state::decide::{self, Liveness, PoolCounts, Registration};
 use crate::state::State;
 use crate::metrics as m;
 
@@ -50,10 +50,21 @@ impl ControlService {
         }
     }
 
-    /// Takes a host's pool report: the scheduler's warm slots and the metrics.
+    /// Takes a host's pool report: the scheduler's view of its pools and the metrics.
     fn record_pools(&self, host: &str, pools: Vec<pb::PoolStatus>) {
-        let ready = pools.iter().map(|p| (p.template.clone(), i64::from(p.ready))).collect();
-        self.shared.warm.lock().insert(host.to_string(), ready);
+        let view = pools
+            .iter()
+            .map(|p| {
+                let counts = PoolCounts {
+                    ready: i64::from(p.ready),
+                    warming: i64::from(p.warming),
+                    min: p.min,
+                    buffer: p.buffer,
+                };
+                (p.template.clone(), counts)
+            })
+            .collect();
+        self.shared.pools.lock().insert(host.to_string(), view);
         for p in &pools {
             m::set_pool(host, p);
         }
@@ -145,6 +156,7 @@ impl Control for ControlService {
             memory_mb: cap.memory_mb,
             templates: r.templates,
             agent_addr: r.agent_addr,
+            max_sandboxes: r.max_sandboxes,
         };
         self.touch(&r.host_id, None);
         let host = self.controller.run(move |tx, f| decide::register(tx, f, reg)).await.map_err(unavailable)?;

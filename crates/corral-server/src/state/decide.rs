@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 
-use corral_core::pool::PoolSpec;
+use corral_core::pool::{first_eviction, EvictionClass, PoolSpec};
 use corral_core::{Command, EndReason, Host, OutboxEntry, Sandbox, SandboxSpec, SandboxState};
 use corral_store::Write;
 
 use super::State;
-use crate::scheduler::{self, Candidate};
+use crate::scheduler::{self, Candidate, Room};
 
 /// Tunables of placement and liveness.
 #[derive(Debug, Clone)]
@@ -54,14 +54,48 @@ pub struct Liveness {
     pub cpu_pct: f64,
 }
 
-/// Ready pool sandboxes the server believes each host has, by template:
-/// set from every heartbeat, and decremented at once by each placement that
-/// counts on one, so the next decision does not count on it too.
-pub type WarmSlots = parking_lot::Mutex<HashMap<String, HashMap<String, i64>>>;
+/// What a host said about one of its pools in its last heartbeat, adjusted
+/// by every decision since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Ready, unclaimed members: warm slots, and what the vacuum may evict.
+    pub ready: i64,
+    /// Members being created or health-checked (they hold a sandbox slot).
+    pub warming: i64,
+    /// The bounds in force on the host (server settings or its own presets).
+    pub min: u32,
+    pub buffer: u32,
+}
+
+impl PoolCounts {
+    /// Members holding a sandbox slot without serving anyone.
+    fn members(&self) -> i64 {
+        self.ready.max(0) + self.warming.max(0)
+    }
+
+    fn first_eviction(&self) -> Option<EvictionClass> {
+        first_eviction(self.ready.max(0) as u32, self.min, self.buffer)
+    }
+}
+
+/// Each host's pools by template: set from every heartbeat, and changed at
+/// once by each placement that counts on a member (a warm claim takes one, a
+/// vacuum evicts one), so the next decision does not count on it too.
+pub type PoolView = parking_lot::Mutex<HashMap<String, HashMap<String, PoolCounts>>>;
+
+/// The pool a full host would evict from first (cheapest class, then the
+/// largest pool, then the template name), and that member's class.
+fn cheapest_eviction(pools: &HashMap<String, PoolCounts>) -> Option<(&str, EvictionClass)> {
+    pools
+        .iter()
+        .filter_map(|(t, p)| p.first_eviction().map(|class| (t.as_str(), class, p.ready)))
+        .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)).then(a.0.cmp(b.0)))
+        .map(|(t, class, _)| (t, class))
+}
 
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
-    pub warm: &'a WarmSlots,
+    pub pools: &'a PoolView,
     /// The moment of the decision, µs since the epoch.
     pub now_us: u64,
     pub liveness: &'a HashMap<String, Liveness>,
@@ -159,11 +193,13 @@ pub fn create(
 }
 
 fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candidate<'s>> {
-    let warm = fleet.warm.lock();
+    let pools = fleet.pools.lock();
     state
         .hosts
         .values()
         .map(|hs| {
+            let host_pools = pools.get(&hs.host.id);
+            let members: i64 = host_pools.map(|m| m.values().map(PoolCounts::members).sum()).unwrap_or(0);
             let cpu_cap = (hs.host.cpu_millis as f64 * fleet.policy.cpu_overcommit) as i64;
             let mem_cap = (hs.host.memory_mb as f64 * fleet.policy.memory_overcommit) as i64;
             let age = fleet.heartbeat_age_ms(&hs.host.id);
@@ -172,37 +208,55 @@ fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candid
                 supports_template: hs.host.templates.iter().any(|t| t == template),
                 expired: fleet.expired(&hs.host.id),
                 stale: age > 2 * fleet.policy.heartbeat_interval_ms.max(1),
-                warm_slots: warm.get(&hs.host.id).and_then(|t| t.get(template)).copied().unwrap_or(0).max(0) as u64,
+                warm_slots: host_pools.and_then(|t| t.get(template)).map_or(0, |p| p.ready.max(0) as u64),
                 free_net_slots: 0,
                 cpu_pct: fleet.liveness.get(&hs.host.id).map(|l| l.cpu_pct).unwrap_or(0.0),
                 free_cpu_millis: cpu_cap - hs.allocated_cpu_millis as i64,
                 free_memory_mb: mem_cap - hs.allocated_memory_mb as i64,
                 sandboxes: hs.live.len() as u64,
+                free_slots: (hs.host.max_sandboxes > 0)
+                    .then(|| hs.host.max_sandboxes as i64 - hs.live.len() as i64 - members),
+                vacuum: host_pools.and_then(cheapest_eviction).map(|(_, class)| class),
             }
         })
         .collect()
 }
 
-/// Places `sb` (which is `pending`) on the best host and emits its one
-/// `AddSandbox`, or leaves it pending. Returns whether it was placed.
-/// The best host for a sandbox, never the one that already refused it.
-fn choose_host(state: &State, fleet: &Fleet, sb: &Sandbox) -> Option<String> {
+/// The best host for a sandbox (never the one that already refused it) and
+/// how it makes room.
+fn choose_host(state: &State, fleet: &Fleet, sb: &Sandbox) -> Option<(String, Room)> {
     let mut cands = candidates(state, fleet, &sb.spec.template);
     cands.retain(|c| Some(c.id) != sb.rerouted_from.as_deref());
-    scheduler::pick(&cands, sb.spec.cpu_millis, sb.spec.memory_mb).map(|i| cands[i].id.to_string())
+    let best = &cands[scheduler::pick(&cands, sb.spec.cpu_millis, sb.spec.memory_mb)?];
+    Some((best.id.to_string(), scheduler::room(best)?))
 }
 
+/// Takes from the server's view of the host's pools what this placement
+/// uses up: the claimed member, or the member the host will evict.
+fn spend_room(fleet: &Fleet, host: &str, template: &str, room: Room) {
+    let mut pools = fleet.pools.lock();
+    let Some(host_pools) = pools.get_mut(host) else { return };
+    let victim = match room {
+        Room::Warm => Some(template.to_string()),
+        Room::Evict(_) => cheapest_eviction(host_pools).map(|(t, _)| t.to_string()),
+        Room::Free => None,
+    };
+    if let Some(p) = victim.and_then(|t| host_pools.get_mut(&t)) {
+        p.ready -= 1;
+    }
+}
+
+/// Places `sb` (which is `pending`) on the best host and emits its one
+/// `AddSandbox`, or leaves it pending. Returns whether it was placed.
 fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
     let chosen = choose_host(tx.state, fleet, &sb);
-    let Some(host) = chosen else {
+    let Some((host, room)) = chosen else {
         if tx.state.sandboxes.get(&sb.id) != Some(&sb) {
             tx.put_sandbox(sb);
         }
         return false;
     };
-    if let Some(slots) = fleet.warm.lock().get_mut(&host).and_then(|t| t.get_mut(&sb.spec.template)) {
-        *slots -= 1;
-    }
+    spend_room(fleet, &host, &sb.spec.template, room);
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
     sb.state = SandboxState::Enqueued;
     sb.host = Some(host.clone());
@@ -294,6 +348,8 @@ pub struct Registration {
     pub memory_mb: u64,
     pub templates: Vec<String>,
     pub agent_addr: String,
+    /// Sandboxes plus pool members the host holds at most (0: no bound).
+    pub max_sandboxes: u64,
 }
 
 /// Registers a host (new hosts get a fresh epoch; known ones keep theirs, so a
@@ -305,6 +361,7 @@ pub fn register(tx: &mut Tx, fleet: &Fleet, reg: Registration) -> Host {
             memory_mb: reg.memory_mb,
             templates: reg.templates,
             agent_addr: reg.agent_addr,
+            max_sandboxes: reg.max_sandboxes,
             ..hs.host.clone()
         },
         None => Host {
@@ -318,6 +375,7 @@ pub fn register(tx: &mut Tx, fleet: &Fleet, reg: Registration) -> Host {
             agent_addr: reg.agent_addr,
             registered_at_ms: fleet.now_ms(),
             full_syncs: 0,
+            max_sandboxes: reg.max_sandboxes,
         },
     };
     if tx.state.hosts.get(&host.id).map(|hs| &hs.host) != Some(&host) {

@@ -23,7 +23,7 @@ struct World {
     state: State,
     live: HashMap<String, Liveness>,
     policy: Policy,
-    warm: WarmSlots,
+    pools: PoolView,
     now: u64,
 }
 
@@ -33,14 +33,14 @@ impl World {
             state: State::default(),
             live: HashMap::new(),
             policy: Policy::default(),
-            warm: WarmSlots::default(),
+            pools: PoolView::default(),
             now: 1_000_000,
         }
     }
 
     /// Runs one decision and returns the writes it made.
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
-        let fleet = Fleet { warm: &self.warm, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { pools: &self.pools, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         (r, tx.writes)
@@ -54,8 +54,32 @@ impl World {
             memory_mb: 4096,
             templates: vec!["base".into()],
             agent_addr: "127.0.0.1:9".into(),
+            max_sandboxes: 0,
         };
         self.run(|tx, f| register(tx, f, reg)).0.epoch
+    }
+
+    /// A host that holds at most `max` sandboxes plus pool members.
+    fn add_host_max(&mut self, id: &str, max: u64) {
+        self.add_host(id);
+        let reg = Registration {
+            host_id: id.into(),
+            cpu_millis: 2000,
+            memory_mb: 4096,
+            templates: vec!["base".into()],
+            agent_addr: "127.0.0.1:9".into(),
+            max_sandboxes: max,
+        };
+        self.run(|tx, f| register(tx, f, reg));
+    }
+
+    /// A heartbeat's pool report, as `(template, ready, min, buffer)`.
+    fn set_pools(&mut self, host: &str, pools: &[(&str, i64, u32, u32)]) {
+        let view = pools
+            .iter()
+            .map(|&(t, ready, min, buffer)| (t.to_string(), PoolCounts { ready, warming: 0, min, buffer }))
+            .collect();
+        self.pools.lock().insert(host.into(), view);
     }
 
     fn create(&mut self, id: &str) -> CreateOutcome {
@@ -330,7 +354,7 @@ fn warm_slots_steer_placement_and_each_decision_takes_one() {
     let mut w = World::new();
     w.add_host("h1");
     w.add_host("h2");
-    w.warm.lock().insert("h2".into(), [("base".to_string(), 2i64)].into_iter().collect());
+    w.set_pools("h2", &[("base", 2, 0, 0)]);
     for i in 0..3 {
         w.create(&format!("sb-{i}"));
     }
@@ -338,7 +362,47 @@ fn warm_slots_steer_placement_and_each_decision_takes_one() {
     assert_eq!(w.sb("sb-0").host.as_deref(), Some("h2"));
     assert_eq!(w.sb("sb-1").host.as_deref(), Some("h2"));
     assert_eq!(w.sb("sb-2").host.as_deref(), Some("h1"));
-    assert_eq!(w.warm.lock()["h2"]["base"], 0);
+    assert_eq!(w.pools.lock()["h2"]["base"].ready, 0);
+}
+
+#[test]
+fn a_full_host_gets_only_warm_claims_while_another_has_room() {
+    let mut w = World::new();
+    w.add_host_max("full", 2);
+    w.add_host_max("roomy", 100);
+    // "full" holds 2 ready members of base: no free slot, but a claim needs none.
+    w.set_pools("full", &[("base", 2, 2, 0)]);
+    w.set_pools("roomy", &[]);
+    for i in 0..3 {
+        w.create(&format!("sb-{i}"));
+    }
+    assert_eq!(w.sb("sb-0").host.as_deref(), Some("full"), "warm slots dominate");
+    assert_eq!(w.sb("sb-1").host.as_deref(), Some("full"));
+    assert_eq!(w.sb("sb-2").host.as_deref(), Some("roomy"), "no member left and no slot: a free host, no eviction");
+}
+
+#[test]
+fn the_vacuum_evicts_the_cheapest_idle_member_and_never_overbooks() {
+    let mut w = World::new();
+    // "a": 2 slots, both held by members of "p" at its min (the last class).
+    // "b": 3 slots, held by members of "q" (min 0, buffer 1): surplus first.
+    w.add_host_max("a", 2);
+    w.add_host_max("b", 3);
+    w.set_pools("a", &[("p", 2, 2, 0)]);
+    w.set_pools("b", &[("q", 3, 0, 1)]);
+    let hosts: Vec<String> = (0..7)
+        .map(|i| {
+            let id = format!("sb-{i}");
+            w.create(&id);
+            w.sb(&id).host.clone().unwrap_or_else(|| "pending".into())
+        })
+        .collect();
+    // b gives up its surplus (2 above buffer, then 1 above min), then a its
+    // protected members; then nothing is left and the create waits.
+    assert_eq!(hosts, ["b", "b", "b", "a", "a", "pending", "pending"]);
+    assert_eq!(w.pools.lock()["b"]["q"].ready, 0);
+    assert_eq!(w.pools.lock()["a"]["p"].ready, 0);
+    assert_eq!(w.sb("sb-6").state, SandboxState::Pending);
 }
 
 #[test]
