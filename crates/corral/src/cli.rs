@@ -152,6 +152,11 @@ pub struct HostArgs {
     /// start past it evicts ready pool sandboxes first, then fails.
     #[arg(long, env = "CORRAL_MAX_SANDBOXES", default_value_t = 10_000)]
     pub max_sandboxes: usize,
+    /// Templates this host offers, for the process and sim drivers (which
+    /// run any template the same way; default `base`). Native hosts offer
+    /// what their templates dir holds.
+    #[arg(long, env = "CORRAL_TEMPLATES", value_delimiter = ',')]
+    pub templates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -189,7 +194,8 @@ pub struct DataplaneArgs {
     #[command(flatten)]
     pub host: HostArgs,
     /// `--driver sim`: how many simulated hosts this process runs (ids
-    /// `sim-0`…, data dirs `DATA_DIR/sim-N`).
+    /// `sim-0`…, data dirs `DATA_DIR/sim-N`; one host given a --host-id
+    /// keeps that id and DATA_DIR).
     #[arg(long, default_value_t = 1)]
     pub hosts: usize,
     /// `--driver sim`: how long a simulated start takes, in milliseconds.

@@ -236,36 +236,74 @@ async fn pool_settings_are_validated_stored_and_listed() {
     assert_eq!(base.spec.as_ref().map(|s| (s.min, s.max, s.buffer)), Some((2, 20, 4)));
     let out = Command::new(BIN).args(["pool", "ls"]).env("CORRAL_URL", c.url()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("2/20/4"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The CLI sets pre-warm windows; a bad one is refused before any request.
+    let cli = |args: &[&str]| Command::new(BIN).args(args).env("CORRAL_URL", c.url()).output().unwrap();
+    let out = cli(&["pool", "set", "base", "--min", "2", "--max", "20", "--prewarm", "+0s/+1h=5", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec: corral_core::pool::PoolSpec = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec.prewarm.len(), 1);
+    assert_eq!((spec.prewarm[0].size, spec.prewarm[0].end_ms - spec.prewarm[0].start_ms), (5, 3_600_000));
+    let out = cli(&["pool", "set", "base", "--max", "20", "--prewarm", "+1h/+0s=5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("END is not after START"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored = c.client.pools().await.unwrap();
+    let base = stored.pools.iter().find(|p| p.template == "base").and_then(|p| p.spec.clone()).unwrap();
+    assert_eq!(base.prewarm, spec.prewarm, "the refused command changed nothing");
 }
 
 #[tokio::test]
-async fn a_warm_pool_serves_creates_and_refills() {
+async fn a_warm_pool_of_50_serves_50_claims_falls_back_to_cold_and_refills() {
     use corral_core::api::SetPoolRequest;
     let c = Cluster::up().await;
     if c.driver != common::Driver::Native {
         eprintln!("skipped: pools need the native driver");
         return;
     }
-    c.client.set_pool("base", &SetPoolRequest { min: 5, max: 50, buffer: 5, ..Default::default() }).await.unwrap();
+    c.client.set_pool("base", &SetPoolRequest { min: 50, max: 50, buffer: 0, ..Default::default() }).await.unwrap();
     let ready = || async {
         let pools = c.client.pools().await.ok()?;
         pools.pools.into_iter().find(|p| p.template == "base").map(|p| p.ready)
     };
-    eventually(Duration::from_secs(60), "5 ready in the pool", || async { (ready().await? >= 5).then_some(()) }).await;
-    let mut warm = 0;
-    for _ in 0..5 {
-        let sb = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
-        assert_eq!(sb.state, SandboxState::Running);
-        if sb.start_path.as_deref() == Some("warm") {
-            warm += 1;
+    eventually(Duration::from_secs(120), "50 ready in the pool", || async { (ready().await? >= 50).then_some(()) }).await;
+
+    // 60 creates at once: the 50 ready members are claimed, and the rest
+    // start cold (user starts go before any refill), all of them running.
+    let ids = c.client.create_batch(60, &CreateSandboxRequest::default()).await.unwrap();
+    let all = eventually(Duration::from_secs(120), "60 sandboxes running", || async {
+        let mut all = Vec::new();
+        for id in &ids {
+            let sb = c.client.get(id).await.ok()?;
+            assert!(!sb.state.is_terminal(), "{sb:?}");
+            if sb.state != SandboxState::Running {
+                return None;
+            }
+            all.push(sb);
         }
+        Some(all)
+    })
+    .await;
+    let warm = all.iter().filter(|sb| sb.start_path.as_deref() == Some("warm")).count();
+    let cold = all.iter().filter(|sb| sb.start_path.as_deref() == Some("cold")).count();
+    assert!(warm >= 50 && cold >= 1 && warm + cold == 60, "warm {warm}, cold {cold}");
+    for sb in all.iter().step_by(7) {
         let out = c.client.exec(&sb.id, &exec(&["hostname"])).await.unwrap();
         assert_eq!(out.stdout.trim(), sb.id, "a claimed sandbox carries its own id");
     }
-    assert_eq!(warm, 5, "every create was a warm claim");
-    eventually(Duration::from_secs(60), "the pool to refill", || async { (ready().await? >= 5).then_some(()) }).await;
+
+    // A released sandbox is destroyed, never handed to the next tenant.
+    let first = &all[0].id;
+    c.client.write_file(first, "/tmp/mark", b"tenant one".to_vec()).await.unwrap();
+    c.client.delete(first).await.unwrap();
+    eventually(Duration::from_secs(120), "the pool to refill", || async { (ready().await? >= 50).then_some(()) }).await;
+    for _ in 0..3 {
+        let next = c.client.create(&CreateSandboxRequest::default(), true).await.unwrap();
+        assert_eq!(next.start_path.as_deref(), Some("warm"));
+        assert!(c.client.read_file(&next.id, "/tmp/mark").await.is_err(), "{} sees the last tenant's file", next.id);
+    }
     let metrics = c.client.metrics().await.unwrap();
-    assert!(metrics.contains("corral_sandbox_start_seconds_count{path=\"warm\"} 5"), "{metrics}");
+    let warm_total = corral_client::metric_sum(&metrics, "corral_sandbox_start_seconds_count{path=\"warm\"}").unwrap_or(0.0);
+    assert!(warm_total >= 53.0, "{metrics}");
 }
 
 #[tokio::test]

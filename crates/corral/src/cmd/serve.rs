@@ -36,7 +36,7 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
     }
 }
 
-fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> DataplaneConfig {
+fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> anyhow::Result<DataplaneConfig> {
     let host_id = h.host_id.clone().unwrap_or_else(corral_dataplane::default_host_id);
     let mut c = DataplaneConfig::new(server_url, host_id, data_dir);
     c.agent_listen = h.agent_listen;
@@ -47,10 +47,15 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> Datapl
     c.pools = h.pools.clone();
     c.pool_wait_ms = h.pool_wait_ms;
     c.max_sandboxes = h.max_sandboxes;
-    if h.driver == DriverKind::Native {
-        c.templates = corral_dataplane::local_templates(&native_config(h).templates_dir());
+    match (h.driver, h.templates.is_empty()) {
+        (DriverKind::Native, true) => c.templates = corral_dataplane::local_templates(&native_config(h).templates_dir()),
+        (DriverKind::Native, false) => anyhow::bail!(
+            "--templates is for the process and sim drivers; a native host offers the templates in --templates-dir"
+        ),
+        (_, false) => c.templates = h.templates.clone(),
+        (_, true) => {}
     }
-    c
+    Ok(c)
 }
 
 fn native_config(h: &HostArgs) -> NativeConfig {
@@ -114,9 +119,11 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
-    let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
+    let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host)?;
     config.join_token = a.join_token.clone();
-    if a.host.driver == DriverKind::Sim {
+    // One simulated host given its own id runs like any dataplane.
+    let one_named = a.hosts == 1 && a.host.host_id.is_some();
+    if a.host.driver == DriverKind::Sim && !one_named {
         let delay = std::time::Duration::from_millis(a.sim_start_ms);
         corral_dataplane::driver::sim::run_hosts(config, a.hosts, delay, super::shutdown_signal())
             .await
@@ -155,7 +162,7 @@ pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     let server = bind_server(&a.server).await?;
     let grpc_url = format!("http://{}", server.grpc_addr());
     let api_url = format!("http://{}", server.http_addr());
-    let mut dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host);
+    let mut dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host)?;
     dp_config.join_token = a.server.join_token.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
