@@ -165,7 +165,8 @@ pub struct Sandbox {
     pub ended_at_ms: Option<u64>,
     /// When the TTL ends it; fixed at creation.
     pub expires_at_ms: u64,
-    /// How it started: `warm` (claimed from a pool) or `cold`.
+    /// How it started: `warm` (claimed a ready pool member), `wait` (waited
+    /// for a member that was warming) or `cold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_path: Option<String>,
     /// The host that refused it for lack of room; it is placed elsewhere once.

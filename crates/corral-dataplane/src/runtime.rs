@@ -100,8 +100,9 @@ pub struct Parts {
 
 /// How a queued start gets its sandbox.
 enum StartHow {
-    /// Claim this ready pool member.
-    Warm(String),
+    /// Claim this ready pool member; `path` is `warm`, or `wait` when the
+    /// start waited for it to finish warming.
+    Warm { member: String, path: &'static str },
     /// Cold start, holding a start slot.
     Cold(OwnedSemaphorePermit),
 }
@@ -297,7 +298,7 @@ impl Runtime {
         }
         let _done = Done(&self.pools);
         let Some(sb) = self.get(&id) else {
-            if let StartHow::Warm(member) = how {
+            if let StartHow::Warm { member, .. } = how {
                 self.pools.discard_later(member);
             }
             return;
@@ -305,23 +306,23 @@ impl Runtime {
         let _life = sb.life.lock().await;
         if !sb.status().is_alive() {
             // Stopped before its turn came; an untouched member goes back.
-            if let StartHow::Warm(member) = how {
+            if let StartHow::Warm { member, .. } = how {
                 self.pools.put_back(&sb.spec.template, member);
             }
             return;
         }
         if !self.started.lock().insert(id.clone()) {
             warn!("refusing to start a sandbox a second time");
-            if let StartHow::Warm(member) = how {
+            if let StartHow::Warm { member, .. } = how {
                 self.pools.put_back(&sb.spec.template, member);
             }
             return;
         }
         let (result, path) = match how {
-            StartHow::Warm(member) => match self.driver.claim(&member, &id, &sb.spec).await {
+            StartHow::Warm { member, path } => match self.driver.claim(&member, &id, &sb.spec).await {
                 Ok(started) => {
                     self.pools.claimed(&sb.spec.template, &id);
-                    (Ok(started), "warm")
+                    (Ok(started), path)
                 }
                 Err(e) => {
                     warn!(%member, "claim of a pool sandbox failed, starting cold: {e}");
@@ -548,7 +549,7 @@ async fn dispatch(
         let span = info_span!("sandbox", id = %id);
         let template = rt.get(&id).map(|sb| sb.spec.template.clone()).unwrap_or_default();
         if let Some(member) = rt.pools.take(&template) {
-            let task = rt.clone().start_one(id, StartHow::Warm(member), sem.clone());
+            let task = rt.clone().start_one(id, StartHow::Warm { member, path: "warm" }, sem.clone());
             rt.tasks.spawn(task.instrument(span));
             continue;
         }
@@ -558,7 +559,7 @@ async fn dispatch(
             rt.tasks.spawn(
                 async move {
                     let how = match rt2.pools.take_or_wait(&template).await {
-                        Some(member) => StartHow::Warm(member),
+                        Some((member, waited)) => StartHow::Warm { member, path: if waited { "wait" } else { "warm" } },
                         None => match sem2.clone().acquire_owned().await {
                             Ok(permit) => StartHow::Cold(permit),
                             Err(_) => return,

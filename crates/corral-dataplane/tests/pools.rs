@@ -130,7 +130,9 @@ async fn exec(h: &Harness, id: &str, script: &str) -> String {
 async fn native_warm_claims_refill_and_fall_back_to_cold() {
     let Some((_env, driver)) = native_env("warm").await else { return };
     let mut h = Harness::new().await;
-    h.start_with(h.config(), driver);
+    let mut config = h.config();
+    config.pool_wait_ms = 0; // beyond the pool: cold at once (the wait path has its own test)
+    h.start_with(config, driver);
     h.bootstrap().await;
     h.control.push(batch(vec![set_pool(1, "base", 10, 0, 0)]));
     wait_long(&h, "10 ready members", 120, |s| pool(s, "base").is_some_and(|p| p.ready == 10 && p.target == 10)).await;
@@ -216,7 +218,11 @@ async fn native_released_sandbox_is_never_reused_and_restart_adopts_claims() {
     h.start_with(config, driver);
     wait_long(&h, "b adopted", 30, |s| s.registers.len() == 2 && s.events.iter().any(|e| e.generation == 2 && e.event.sandbox_id == "b" && e.event.kind == EventKind::Started as i32)).await;
     assert_eq!(exec(&h, "b", "cat /proc/sys/kernel/hostname; echo $FOO").await, "b\nbar\n");
-    wait_long(&h, "fresh members", 60, |s| s.registers.len() == 2 && pool(s, "base").is_some_and(|p| p.ready == 2)).await;
+    // The adopted claim counts as allocated again, and is reported as warm.
+    wait_long(&h, "fresh members", 60, |s| {
+        s.registers.len() == 2 && pool(s, "base").is_some_and(|p| p.ready == 2 && p.allocated == 1)
+    })
+    .await;
     let state = env.native.runtime_dir.join("state");
     wait_long(&h, "old members destroyed", 30, |_| left.iter().all(|m| !state.join(m).exists())).await;
     assert_eq!(runtime_id(&env, "b"), rt_b);
@@ -263,6 +269,27 @@ async fn a_full_host_evicts_ready_members_in_order_and_never_an_allocated_one() 
     });
     assert_eq!(driver.running(), 5);
     assert_eq!(driver.members(), 0);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_a_member_that_is_warming_and_says_so() {
+    let mut h = Harness::new().await;
+    let mut config = h.config();
+    config.pool_wait_ms = 10_000;
+    config.pools = vec![PoolConf::parse("p=1").unwrap()];
+    // Each prewarm (and cold start) takes a second: long enough to see.
+    h.start_with(config, Arc::new(SimDriver::new(Duration::from_secs(1))));
+    h.bootstrap().await;
+    h.wait_for("1 ready", |s| pool(s, "p").is_some_and(|p| p.ready == 1)).await;
+    h.control.push(batch(vec![add_t(1, "a", "p")]));
+    h.wait_for("a started", |s| s.count(EventKind::Started, "a") == 1).await;
+    // The claim set off a refill; a start arriving meanwhile waits for it
+    // rather than paying a cold start of its own.
+    h.wait_for("the refill warming", |s| pool(s, "p").is_some_and(|p| p.warming == 1)).await;
+    h.control.push(batch(vec![add_t(2, "b", "p")]));
+    h.wait_for("b started", |s| s.count(EventKind::Started, "b") == 1).await;
+    assert_eq!(h.script(|s| (start_path(s, "a"), start_path(s, "b"))), (Some("warm".into()), Some("wait".into())));
     h.stop().await.unwrap();
 }
 

@@ -283,9 +283,9 @@ async fn a_warm_pool_of_50_serves_50_claims_falls_back_to_cold_and_refills() {
         Some(all)
     })
     .await;
-    let warm = all.iter().filter(|sb| sb.start_path.as_deref() == Some("warm")).count();
-    let cold = all.iter().filter(|sb| sb.start_path.as_deref() == Some("cold")).count();
-    assert!(warm >= 50 && cold >= 1 && warm + cold == 60, "warm {warm}, cold {cold}");
+    let n = |path: &str| all.iter().filter(|sb| sb.start_path.as_deref() == Some(path)).count();
+    let (warm, wait, cold) = (n("warm"), n("wait"), n("cold"));
+    assert!(warm >= 50 && cold >= 1 && warm + wait + cold == 60, "warm {warm}, wait {wait}, cold {cold}");
     for sb in all.iter().step_by(7) {
         let out = c.client.exec(&sb.id, &exec(&["hostname"])).await.unwrap();
         assert_eq!(out.stdout.trim(), sb.id, "a claimed sandbox carries its own id");

@@ -308,10 +308,11 @@ impl PoolManager {
             && self.inner.lock().pools.get(template).is_some_and(|p| p.waiters < p.warming)
     }
 
-    /// Waits (bounded) for a ready member; `None` means cold start.
-    pub async fn take_or_wait(&self, template: &str) -> Option<String> {
+    /// Waits (bounded) for a ready member; `None` means cold start. The
+    /// flag says whether the member had to be waited for (the `wait` path).
+    pub async fn take_or_wait(&self, template: &str) -> Option<(String, bool)> {
         if let Some(m) = self.take(template) {
-            return Some(m);
+            return Some((m, false));
         }
         if !self.reserve_wait(template) {
             return None;
@@ -329,7 +330,7 @@ impl PoolManager {
         if let Some(p) = self.inner.lock().pools.get_mut(template) {
             p.waiters = p.waiters.saturating_sub(1);
         }
-        got
+        got.map(|m| (m, true))
     }
 
     /// Returns an untouched member (its start was cancelled before the claim).

@@ -435,7 +435,7 @@ pub fn stopping_on_host(state: &State, host_id: &str) -> Vec<String> {
 /// What a dataplane reports about one of its sandboxes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostEvent {
-    /// `path`: `warm` (claimed from a pool) or `cold`, when the host says.
+    /// `path`: `warm`, `wait` (a pool member waited for) or `cold`, when the host says.
     Started { sandbox_id: String, path: Option<String> },
     /// `refused`: the host had no room; the sandbox may be placed elsewhere.
     StartFailed { sandbox_id: String, message: String, refused: bool },
