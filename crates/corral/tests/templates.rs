@@ -100,3 +100,41 @@ async fn an_imported_oci_image_runs_with_its_env_and_workdir() {
     let out = c.client.exec(&sb.id, &exec).await.unwrap();
     assert_eq!(out.stdout, "bar\n/work\nimage-only\n", "image env and workdir honoured, only the image's files: {out:?}");
 }
+
+/// Debootstrap results are kept across test runs here (the first run on a
+/// machine downloads Debian, ~35 s; later runs link the cached rootfs).
+const DEBOOTSTRAP_CACHE: &str = "/var/tmp/corral-test-debootstrap-cache";
+
+#[tokio::test]
+async fn a_debootstrap_template_runs_python_in_a_sandbox() {
+    if Driver::default_for_tests() != Driver::Native {
+        eprintln!("skipped: templates run on the native driver, which needs root");
+        return;
+    }
+    if Command::new("debootstrap").arg("--version").output().is_err() {
+        eprintln!("skipped: debootstrap is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let mut c = Cluster::prepare(Driver::Native);
+    let templates = c.templates_dir();
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::create_dir_all(DEBOOTSTRAP_CACHE).unwrap();
+    std::os::unix::fs::symlink(DEBOOTSTRAP_CACHE, templates.join(".cache")).unwrap();
+    let out = Command::new(BIN)
+        .args(["template", "build", "deb", "--debootstrap", "--packages", "python3-minimal", "--templates-dir"])
+        .arg(&templates)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build: {}", String::from_utf8_lossy(&out.stderr));
+    c.start_up().await;
+
+    let req = CreateSandboxRequest { template: Some("deb".into()), ..Default::default() };
+    let sb = c.client.create(&req, true).await.unwrap();
+    assert_eq!(sb.state, SandboxState::Running, "{sb:?}\n{}", c.logs());
+    let exec = ExecRequest {
+        cmd: vec!["/bin/sh".into(), "-c".into(), "/usr/bin/python3 -c 'print(1)'; . /etc/os-release; echo $VERSION_CODENAME; [ -e /usr/bin/node ] && echo host-node || echo no-node".into()],
+        ..Default::default()
+    };
+    let out = c.client.exec(&sb.id, &exec).await.unwrap();
+    assert_eq!(out.stdout, "1\nbookworm\nno-node\n", "Debian's own python, no host files: {out:?}");
+}
