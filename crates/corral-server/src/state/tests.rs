@@ -47,21 +47,12 @@ impl World {
     }
 
     fn add_host(&mut self, id: &str) -> u64 {
-        self.live.insert(id.into(), Liveness { last_seen_ms: self.now, cpu_pct: 0.0 });
-        let reg = Registration {
-            host_id: id.into(),
-            cpu_millis: 2000,
-            memory_mb: 4096,
-            templates: vec!["base".into()],
-            agent_addr: "127.0.0.1:9".into(),
-            max_sandboxes: 0,
-        };
-        self.run(|tx, f| register(tx, f, reg)).0.epoch
+        self.add_host_max(id, 0)
     }
 
-    /// A host that holds at most `max` sandboxes plus pool members.
-    fn add_host_max(&mut self, id: &str, max: u64) {
-        self.add_host(id);
+    /// A host that holds at most `max` sandboxes plus pool members (0: no bound).
+    fn add_host_max(&mut self, id: &str, max: u64) -> u64 {
+        self.live.insert(id.into(), Liveness { last_seen_ms: self.now, cpu_pct: 0.0 });
         let reg = Registration {
             host_id: id.into(),
             cpu_millis: 2000,
@@ -70,7 +61,7 @@ impl World {
             agent_addr: "127.0.0.1:9".into(),
             max_sandboxes: max,
         };
-        self.run(|tx, f| register(tx, f, reg));
+        self.run(|tx, f| register(tx, f, reg)).0.epoch
     }
 
     /// A heartbeat's pool report, as `(template, ready, min, buffer)`.
