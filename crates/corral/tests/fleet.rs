@@ -233,7 +233,7 @@ async fn the_server_sigkilled_ten_times_under_a_stream_of_creates_loses_nothing(
         N - running,
         per_host(&sbs)
     );
-    eprintln!("store checks at the crash points: {crash_points:#?}");
+    eprintln!("corral server check at each crash point:\n  {}", crash_points.join("\n  "));
     assert_eq!(kills, KILLS);
     assert_eq!(running, N, "a server crash ends no sandbox");
 

@@ -147,9 +147,12 @@ impl Rig {
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(BIN);
         cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: setns is a single system call, safe between fork and exec.
+        // SAFETY: prctl and setns are single system calls, safe between fork
+        // and exec. The death signal stops the process should the test itself
+        // be SIGKILLed (sweeping the rig then kills what it started).
         unsafe {
             cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)?;
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
             });
         }
@@ -165,12 +168,16 @@ impl Drop for Rig {
     }
 }
 
-/// Deletes everything of rig `index` that exists (namespaces take their veth
-/// ends with them; the bridge goes last).
+/// Deletes everything of rig `index` that exists: first every process still
+/// in its namespaces (a leftover's server, dataplanes and sandboxes), then the
+/// namespaces (they take their veth ends with them), the bridge last.
 fn teardown(index: u8) {
     let mine = |name: &str| rig_index(name) == Some(index);
     for ns in ip_lines(&["netns", "list"]).iter().filter_map(|l| l.split_whitespace().next()) {
         if mine(ns) {
+            for pid in ip_lines(&["netns", "pids", ns]).iter().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = ip(&["netns", "del", ns]);
         }
     }
@@ -200,6 +207,14 @@ pub fn rig_index(name: &str) -> Option<u8> {
     (1..=250).contains(&n).then_some(n)
 }
 
+/// Whether `pid` runs (a zombie — a SIGKILLed owner not yet reaped — does not).
+fn process_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
+}
+
 /// The owner registry, held under an exclusive lock while a rig is claimed.
 struct Registry {
     _lock: nix::fcntl::Flock<File>,
@@ -224,7 +239,7 @@ impl Registry {
         match Self::owner(n) {
             None => false,
             Some(0) => true,
-            Some(pid) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(),
+            Some(pid) => process_alive(pid),
         }
     }
 
