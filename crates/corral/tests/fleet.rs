@@ -268,6 +268,13 @@ async fn a_dataplane_sigkilled_mid_batch_resumes_on_the_rig() {
     );
     started_at_most_once(&f.all_starts());
     assert_eq!(running, N, "a dataplane crash ends no sandbox");
+    let log = f.dataplanes[v].as_ref().expect("restarted").log_text();
+    let adopted = log.matches("adopted a running sandbox").count();
+    assert!(adopted > 0, "the restarted dataplane adopted what it found running");
+    let ours: HashSet<String> =
+        sbs.values().filter(|s| s.host.as_deref() == Some(victim.as_str())).map(|s| s.id.clone()).collect();
+    assert_eq!(live_keepers(&f, v), ours, "{victim} runs exactly its sandboxes: nothing half-made or stray is left");
+    eprintln!("{victim} adopted {adopted} sandboxes that outlived it");
     let syncs_after = full_syncs(&f).await;
     assert_eq!(syncs_after[&victim], syncs_before[&victim], "the restart resumed from its cursor, no full sync");
     drained(&f).await;
@@ -436,6 +443,9 @@ async fn a_dataplane_cut_off_mid_batch_loses_nothing() {
     eprintln!("{victim} cut off for 1.5 s after {at_cut} starts; {running} of {N} running; per host {:?}", per_host(&sbs));
     assert_eq!(running, N, "a short disconnection ends no sandbox");
     started_at_most_once(&f.all_starts());
+    let ours: HashSet<String> =
+        sbs.values().filter(|s| s.host.as_deref() == Some(victim.as_str())).map(|s| s.id.clone()).collect();
+    assert_eq!(live_keepers(&f, v), ours, "{victim} runs exactly its sandboxes");
     let syncs_after = full_syncs(&f).await;
     assert_eq!(syncs_after[&victim], syncs_before[&victim], "no full sync after the reconnection");
     drained(&f).await;

@@ -275,6 +275,18 @@ impl Registry {
     }
 }
 
+/// `corral server check` on a stopped server's data dir: whether the store
+/// keeps every invariant, and what the check printed.
+pub fn check_store(server_dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["server", "check", "--data-dir"])
+        .arg(server_dir)
+        .output()
+        .expect("run corral server check");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// A server and `n` process-driver dataplanes on a [`Rig`], with
 /// authentication on. Every process (and every sandbox keeper) is killed and
 /// the rig torn down on drop.
@@ -419,13 +431,7 @@ impl Fleet {
     /// `corral server check` on the server's data dir (stop the server first):
     /// whether it passed, and what it printed.
     pub fn check_store(&self) -> (bool, String) {
-        let out = Command::new(BIN)
-            .args(["server", "check", "--data-dir"])
-            .arg(self.server_dir())
-            .output()
-            .expect("run corral server check");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        check_store(&self.server_dir())
     }
 
     /// Every log, for a failure message.
