@@ -95,7 +95,7 @@ fn rules(v: &[Violation]) -> Vec<&'static str> {
     v.iter().map(|v| v.rule).collect()
 }
 
-fn find<'a>(snap: &'a mut Snapshot, state: SandboxState) -> &'a mut corral_core::Sandbox {
+fn find(snap: &mut Snapshot, state: SandboxState) -> &mut corral_core::Sandbox {
     snap.sandboxes.iter_mut().find(|s| s.state == state).expect("a sandbox in that state")
 }
 
