@@ -5,7 +5,8 @@
 //! - a dataplane SIGKILLed in the middle of a batch;
 //! - a host cut off from the network: fenced, then its sandboxes end
 //!   `host_lost`; or back within the grace period, and everything carries on;
-//! - a dataplane's link down for a moment in the middle of a batch.
+//! - a dataplane's link down for a moment, or its connections killed, in the
+//!   middle of a batch.
 //!
 //! Each test checks that nothing accepted is lost, nothing starts twice (the
 //! dataplanes' start records) and the outbox drains. Durations are printed as
@@ -422,10 +423,20 @@ async fn a_host_back_within_the_grace_period_carries_on() {
     );
 }
 
-/// A dataplane's link goes down for a moment while it starts a batch: it
-/// keeps starting, and reports everything once the link is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dataplane_cut_off_mid_batch_loses_nothing() {
+/// How a dataplane loses its server for a moment.
+#[derive(Debug, Clone, Copy)]
+enum Disconnect {
+    /// Its link goes down for this long.
+    LinkDown(Duration),
+    /// Its TCP connection to the server is killed this many times, each
+    /// time once it has re-dialled.
+    KillConnections(usize),
+}
+
+/// A dataplane disconnected while it starts a batch keeps starting, and
+/// reports everything once it is back: every sandbox runs, none twice, no
+/// full sync, and it runs exactly its own.
+async fn disconnected_mid_batch(how: Disconnect) {
     const N: usize = 600;
     let Some(f) = fleet(3, &[]).await else { return };
     let syncs_before = full_syncs(&f).await;
@@ -434,13 +445,40 @@ async fn a_dataplane_cut_off_mid_batch_loses_nothing() {
     let victim = busiest_host(placed.iter());
     let v = f.index_of(&victim);
     soon("the victim to be mid-batch", || f.starts_of(v).len() >= 10).await;
-    f.rig.link_down(v + 1);
     let at_cut = f.starts_of(v).len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    f.rig.link_up(v + 1);
+    let mut killed = 0;
+    match how {
+        Disconnect::LinkDown(d) => {
+            f.rig.link_down(v + 1);
+            tokio::time::sleep(d).await;
+            f.rig.link_up(v + 1);
+        }
+        Disconnect::KillConnections(times) => {
+            for _ in 0..times {
+                // Each round kills the connection the dataplane re-dialled after the last.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let n = f.rig.kill_connections(v + 1);
+                    if n > 0 {
+                        killed += n;
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the dataplane never reconnected");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     let sbs = settle(&f, &ids, Duration::from_secs(120)).await;
     let running = sbs.values().filter(|s| s.state == SandboxState::Running).count();
-    eprintln!("{victim} cut off for 1.5 s after {at_cut} starts; {running} of {N} running; per host {:?}", per_host(&sbs));
+    eprintln!(
+        "{victim} disconnected ({how:?}, {killed} connections killed) after {at_cut} starts; {running} of {N} running; per host {:?}",
+        per_host(&sbs)
+    );
+    if let Disconnect::KillConnections(times) = how {
+        assert!(killed >= times, "{killed} connections killed");
+    }
     assert_eq!(running, N, "a short disconnection ends no sandbox");
     started_at_most_once(&f.all_starts());
     let ours: HashSet<String> =
@@ -449,4 +487,14 @@ async fn a_dataplane_cut_off_mid_batch_loses_nothing() {
     let syncs_after = full_syncs(&f).await;
     assert_eq!(syncs_after[&victim], syncs_before[&victim], "no full sync after the reconnection");
     drained(&f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dataplane_cut_off_mid_batch_loses_nothing() {
+    disconnected_mid_batch(Disconnect::LinkDown(Duration::from_millis(1500))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dataplane_whose_connections_are_killed_mid_batch_loses_nothing() {
+    disconnected_mid_batch(Disconnect::KillConnections(3)).await;
 }

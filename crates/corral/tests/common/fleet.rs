@@ -139,6 +139,18 @@ impl Rig {
         ip_ok(&["link", "set", &self.veth(m), "up"]);
     }
 
+    /// Kills member `m`'s TCP connections to the server (`ss -K`, as a
+    /// middlebox dropping state would); returns how many there were.
+    pub fn kill_connections(&self, m: usize) -> usize {
+        let ns = self.netns(m);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "ss", "-K", "-tn", "dst", &self.ip(0)])
+            .output()
+            .expect("run ss -K");
+        assert!(out.status.success(), "ss -K: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ESTAB")).count()
+    }
+
     /// A `corral` process inside member `m`'s namespace (entered with setns
     /// between fork and exec, so the pid is corral's own).
     pub fn spawn(&self, m: usize, args: &[String], log: &Path) -> Proc {
