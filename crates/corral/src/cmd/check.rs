@@ -2,13 +2,14 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use crate::cli::ServerCheckArgs;
 
 pub fn run(a: ServerCheckArgs) -> anyhow::Result<ExitCode> {
-    let report = corral_server::check::check_data_dir(&a.data_dir)
-        .with_context(|| format!("checking the store in {}", a.data_dir.display()))?;
+    let report = corral_server::check::check_data_dir(&a.data_dir).map_err(|e| {
+        // The message already carries its cause; a chain would repeat it.
+        let hint = if e.to_string().contains("already open") { " (stop the server first)" } else { "" };
+        anyhow::anyhow!("checking the store in {}: {e}{hint}", a.data_dir.display())
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
