@@ -11,6 +11,7 @@
 //! Use [`Server::bind`] then [`Server::serve`].
 
 pub mod api;
+pub mod check;
 pub mod controller;
 pub mod grpc;
 pub mod metrics;
@@ -36,6 +37,9 @@ use crate::controller::Controller;
 use crate::shared::Shared;
 use crate::state::decide::{self, Liveness, Policy};
 use crate::state::State;
+
+/// The store's file in the data dir.
+pub const STORE_FILE: &str = "corral.redb";
 
 /// How the server is set up. Every field has a flag in `corral server`.
 #[derive(Debug, Clone)]
@@ -102,7 +106,7 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
-        let path = dir.join("corral.redb");
+        let path = dir.join(STORE_FILE);
         let store: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await.map_err(join_err)??);
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };

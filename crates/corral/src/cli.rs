@@ -24,8 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a server, a local dataplane and the embedded store in one process.
     Up(UpArgs),
-    /// Run the server alone (REST API, dataplane gRPC, store).
-    Server(ServerArgs),
+    /// Run the server alone (REST API, dataplane gRPC, store); `server check`
+    /// verifies a stopped server's store.
+    Server(ServerCommandArgs),
     /// Run the dataplane of one host, connected to a server.
     Dataplane(DataplaneArgs),
     /// Create, inspect, use and remove sandboxes.
@@ -56,6 +57,33 @@ pub struct ClientArgs {
     pub token: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `corral server [FLAGS]` runs a server; `corral server check` inspects one's store.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerCommandArgs {
+    #[command(subcommand)]
+    pub command: Option<ServerSubcommand>,
+    #[command(flatten)]
+    pub run: ServerArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServerSubcommand {
+    /// Check the store of a server that is not running against the
+    /// invariants every crash must preserve; exits 1 when one is broken.
+    Check(ServerCheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerCheckArgs {
+    /// The server's data dir.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
+    pub data_dir: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -93,6 +93,9 @@ async fn a_server_killed_mid_burst_loses_nothing_and_starts_nothing_twice() {
     }
     eventually(Duration::from_secs(20), "the outbox to drain", || async { (c.backlog().await? == 0.0).then_some(()) })
         .await;
+    c.server.as_mut().unwrap().kill9();
+    let (ok, report) = common::fleet::check_store(&c.server_dir());
+    assert!(ok, "the store breaks an invariant:\n{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

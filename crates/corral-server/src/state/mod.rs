@@ -9,6 +9,7 @@
 //! expectations.
 
 pub mod decide;
+pub mod invariants;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

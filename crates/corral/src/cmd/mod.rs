@@ -1,6 +1,7 @@
 //! One module per command family.
 
 pub mod bench;
+mod check;
 mod fleet;
 mod pool;
 mod sandbox;
@@ -14,7 +15,10 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => serve::up(args).await,
-        Command::Server(args) => serve::server(args).await,
+        Command::Server(args) => match args.command {
+            Some(crate::cli::ServerSubcommand::Check(a)) => check::run(a),
+            None => serve::server(args.run).await,
+        },
         Command::Dataplane(args) => serve::dataplane(args).await,
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Pool(cmd) => pool::run(cmd).await,

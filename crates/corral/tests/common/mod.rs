@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
