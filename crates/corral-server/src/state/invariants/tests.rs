@@ -27,7 +27,7 @@ struct World {
     store: MemoryStore,
     live: HashMap<String, Liveness>,
     policy: Policy,
-    warm: WarmSlots,
+    pools: PoolView,
     now_ms: u64,
 }
 
@@ -38,13 +38,13 @@ impl World {
             store: MemoryStore::new(),
             live: HashMap::new(),
             policy: Policy::default(),
-            warm: WarmSlots::default(),
+            pools: PoolView::default(),
             now_ms: 1_000_000,
         }
     }
 
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> R {
-        let fleet = Fleet { warm: &self.warm, now_us: self.now_ms * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { pools: &self.pools, now_us: self.now_ms * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         self.store.commit(&tx.writes).expect("memory commit");
@@ -60,6 +60,7 @@ impl World {
             memory_mb: 4096,
             templates: vec!["base".into()],
             agent_addr: "127.0.0.1:9".into(),
+            max_sandboxes: 0,
         };
         self.run(|tx, f| register(tx, f, reg));
     }
