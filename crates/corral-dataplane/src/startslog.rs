@@ -1,9 +1,13 @@
-//! `starts.log`: one line per sandbox id, appended just before its process is
-//! spawned.
+//! `starts.log`: one line per sandbox id, appended once its spawn returned and
+//! before the start is reported.
 //!
 //! It is the witness that separates "crashed after persisting the intent but
-//! before spawning" (start it now) from "it ran and is gone" (report it
-//! exited), and it lets tests prove that no sandbox is ever started twice.
+//! before the start was done" (start it now) from "it ran and is gone"
+//! (report it exited), and it lets tests prove that no sandbox is ever
+//! started twice. A spawn whose line was never written was never reported
+//! either, so nothing ran in it on a user's behalf: if it died in that window
+//! (microseconds), starting it again is the first start anyone sees; if it
+//! lives, the next boot adopts it and writes the line.
 //! Appends are single `write`s on an `O_APPEND` file, so concurrent starts
 //! never interleave lines.
 
