@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
 use crate::shared::Shared;
-use crate::state::decide::{Fleet, Policy, Tx};
+use crate::state::decide::{self, Fleet, Policy, Tx};
 
 /// Most jobs decided and committed together.
 pub const MAX_BATCH: usize = 8192;
@@ -101,12 +101,12 @@ async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared:
         let now_us = now_us();
         let now = now_us / 1000;
         let started = Instant::now();
-        let (writes, drained, completions) = {
+        let (writes, drained, warm_claimed, completions) = {
             let liveness = shared.liveness.read();
             let fleet = Fleet { warm: &shared.warm, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
-            (coalesce(tx.writes), tx.drained_ms, completions)
+            (coalesce(tx.writes), tx.drained_ms, tx.warm_claimed, completions)
         };
         let result = if writes.is_empty() { Ok(writes) } else { commit(&store, writes).await };
         match result {
@@ -117,7 +117,12 @@ async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared:
             }
             Err(err) => {
                 tracing::error!(%err, jobs = completions.len(), "commit failed; batch rejected");
+                // Undo everything the batch did outside the store: the working
+                // image goes back to the committed one, the warm slots its
+                // placements counted on are free again. Readers never saw it.
                 working = shared.committed.read().clone();
+                decide::return_warm(&shared.warm, &warm_claimed);
+                m::record_commit_failure();
                 completions.into_iter().for_each(|c| c(Err(err.clone())));
             }
         }

@@ -105,6 +105,14 @@ impl Server {
         let path = dir.join("corral.redb");
         let store: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await.map_err(join_err)??);
+        Server::bind_with_store(config, store).await
+    }
+
+    /// Like [`Server::bind`] over any store (tests wrap one to inject
+    /// faults); `data_dir` still receives the address files.
+    pub async fn bind_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
         let state = State::from_snapshot(snap);
         let loaded = (state.sandboxes.len(), state.hosts.len());

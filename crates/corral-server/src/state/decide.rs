@@ -59,6 +59,16 @@ pub struct Liveness {
 /// counts on one, so the next decision does not count on it too.
 pub type WarmSlots = parking_lot::Mutex<HashMap<String, HashMap<String, i64>>>;
 
+/// Gives back the warm slots of placements that were not committed.
+pub fn return_warm(warm: &WarmSlots, claimed: &[(String, String)]) {
+    let mut warm = warm.lock();
+    for (host, template) in claimed {
+        if let Some(slots) = warm.get_mut(host).and_then(|t| t.get_mut(template)) {
+            *slots += 1;
+        }
+    }
+}
+
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
     pub warm: &'a WarmSlots,
@@ -95,11 +105,14 @@ pub struct Tx<'a> {
     pub writes: Vec<Write>,
     /// Commit → ack latency of each command acknowledged in this transaction.
     pub drained_ms: Vec<u64>,
+    /// `(host, template)` of every warm slot a placement counted on: given
+    /// back if the transaction does not commit.
+    pub warm_claimed: Vec<(String, String)>,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(state: &'a mut State) -> Self {
-        Tx { state, writes: Vec::new(), drained_ms: Vec::new() }
+        Tx { state, writes: Vec::new(), drained_ms: Vec::new(), warm_claimed: Vec::new() }
     }
 
     fn write(&mut self, w: Write) {
@@ -202,6 +215,7 @@ fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
     };
     if let Some(slots) = fleet.warm.lock().get_mut(&host).and_then(|t| t.get_mut(&sb.spec.template)) {
         *slots -= 1;
+        tx.warm_claimed.push((host.clone(), sb.spec.template.clone()));
     }
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
     sb.state = SandboxState::Enqueued;
