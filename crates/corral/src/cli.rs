@@ -152,6 +152,10 @@ pub struct HostArgs {
     /// start past it evicts ready pool sandboxes first, then fails.
     #[arg(long, env = "CORRAL_MAX_SANDBOXES", default_value_t = 10_000)]
     pub max_sandboxes: usize,
+    /// Testing only: wait this long after applying commands before acking
+    /// them (a slow host, for fault tests of the outbox backlog).
+    #[arg(long, env = "CORRAL_DEBUG_ACK_DELAY_MS", default_value_t = 0, hide = true)]
+    pub debug_ack_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
