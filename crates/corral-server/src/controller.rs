@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use corral_core::time::now_us;
 use corral_store::{Store, Write};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics as m;
 use crate::shared::Shared;
@@ -47,16 +47,21 @@ pub struct Controller {
 impl Controller {
     /// Starts the writer loop on `rt`. `queue_depth` bounds waiting jobs:
     /// beyond it callers get [`Unavailable::Overloaded`] (→ 503 with `Retry-After`).
+    ///
+    /// Once `stop` turns true the loop finishes the batch it is committing
+    /// and whatever is already queued, then ends and lets go of the store;
+    /// the returned handle resolves then (a new server may open the store).
     pub fn start(
         rt: &tokio::runtime::Handle,
         store: Arc<dyn Store>,
         shared: Arc<Shared>,
         policy: Policy,
         queue_depth: usize,
-    ) -> Self {
+        stop: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(queue_depth);
-        rt.spawn(writer_loop(rx, store, shared, policy));
-        Controller { queue }
+        let writer = rt.spawn(writer_loop(rx, store, shared, policy, stop));
+        (Controller { queue }, writer)
     }
 
     /// Runs `decide` in the next batch and returns its result once that batch
@@ -94,10 +99,24 @@ impl Controller {
     }
 }
 
-async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared: Arc<Shared>, policy: Policy) {
+async fn writer_loop(
+    mut rx: mpsc::Receiver<Job>,
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    policy: Policy,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut working = shared.committed.read().clone();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    loop {
+        let received = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut jobs, MAX_BATCH) => n,
+            _ = stop.wait_for(|s| *s) => 0,
+        };
+        if received == 0 {
+            break;
+        }
         let now_us = now_us();
         let now = now_us / 1000;
         let started = Instant::now();

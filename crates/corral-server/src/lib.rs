@@ -176,14 +176,21 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let policy = self.config.policy.clone();
-        let controller =
-            Controller::start(&lane, self.store.clone(), self.shared.clone(), policy.clone(), self.config.queue_depth);
+        let (writer_stop, writer_stopped) = tokio::sync::watch::channel(false);
+        let (controller, writer) = Controller::start(
+            &lane,
+            self.store.clone(),
+            self.shared.clone(),
+            policy.clone(),
+            self.config.queue_depth,
+            writer_stopped,
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        lane.spawn(tick_loop(controller.clone(), self.shared.clone()));
+        let ticks = lane.spawn(tick_loop(controller.clone(), self.shared.clone()));
         let app = api::AppState {
             controller: controller.clone(),
             shared: self.shared.clone(),
@@ -231,10 +238,16 @@ impl Server {
             })
         };
         let mut stop_rx2 = stop_rx.clone();
-        tokio::select! {
+        let served = tokio::select! {
             r = both => r.map(|_| ()).map_err(ServerError::Serve),
             _ = async { let _ = stop_rx2.wait_for(|s| *s).await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
-        }
+        };
+        // Requests are answered; let the writer commit what is queued and
+        // close the store, so that serve returning means the store is free.
+        ticks.abort();
+        let _ = writer_stop.send(true);
+        let _ = writer.await;
+        served
     }
 }
 
