@@ -18,11 +18,16 @@ pub struct FaultyStore<S: Store> {
     faults: Arc<Faults>,
 }
 
+/// Decides from a batch's writes whether its commit fails.
+type Rule = Box<dyn Fn(&[Write]) -> bool + Send + Sync>;
+
 /// The switches of a [`FaultyStore`], shareable with the test driving it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Faults {
     /// Every commit fails while this is set.
     failing: AtomicBool,
+    /// Commits whose writes match fail (a fault aimed at one kind of change).
+    rule: parking_lot::Mutex<Option<Rule>>,
     /// The next this many commits fail (then commits succeed again).
     fail_next: AtomicU64,
     /// Commits refused so far.
@@ -35,6 +40,18 @@ impl Faults {
     /// Makes every commit fail (`true`) until called again with `false`.
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes every commit whose writes `rule` matches fail, until [`Faults::clear`].
+    pub fn fail_when(&self, rule: impl Fn(&[Write]) -> bool + Send + Sync + 'static) {
+        *self.rule.lock() = Some(Box::new(rule));
+    }
+
+    /// Disarms every fault.
+    pub fn clear(&self) {
+        self.set_failing(false);
+        self.fail_next.store(0, Ordering::SeqCst);
+        *self.rule.lock() = None;
     }
 
     /// Makes the next `n` commits fail.
@@ -53,8 +70,8 @@ impl Faults {
     }
 
     /// Whether this commit is to fail; consumes one of `fail_next`.
-    fn take(&self) -> bool {
-        if self.failing.load(Ordering::SeqCst) {
+    fn take(&self, writes: &[Write]) -> bool {
+        if self.failing.load(Ordering::SeqCst) || self.rule.lock().as_ref().is_some_and(|rule| rule(writes)) {
             return true;
         }
         self.fail_next
@@ -87,7 +104,7 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if self.faults.take() {
+        if self.faults.take(writes) {
             self.faults.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Injected("No space left on device (os error 28)".into()));
         }
@@ -126,5 +143,18 @@ mod tests {
         let names: Vec<_> = store.load().unwrap().pools.into_iter().map(|p| p.template).collect();
         assert_eq!(names, vec!["c", "e"]);
         assert_eq!((faults.refused(), faults.passed()), (3, 2));
+    }
+
+    #[test]
+    fn a_rule_fails_only_the_commits_it_matches() {
+        let store = FaultyStore::new(Arc::new(MemoryStore::new()));
+        let faults = store.faults();
+        faults.fail_when(|writes| writes.iter().any(|w| matches!(w, Write::PutPool(p) if p.template == "bad")));
+        assert!(store.commit(&[pool("ok"), pool("bad")]).is_err());
+        store.commit(&[pool("ok")]).unwrap();
+        faults.clear();
+        store.commit(&[pool("bad")]).unwrap();
+        let names: Vec<_> = store.load().unwrap().pools.into_iter().map(|p| p.template).collect();
+        assert_eq!(names, vec!["bad", "ok"]);
     }
 }
