@@ -236,4 +236,49 @@ mod tests {
             ]
         );
     }
+
+    /// A batch the store refuses leaves no trace: callers get the store
+    /// error, the read model and the working image stay as committed, and
+    /// the warm slot the placement counted on is free again.
+    #[tokio::test]
+    async fn a_refused_commit_rolls_back_the_image_and_the_warm_slots() {
+        use crate::state::decide::{create, register, Liveness, Registration};
+        use corral_store::{FaultyStore, MemoryStore};
+
+        let inner = Arc::new(MemoryStore::new());
+        let store = Arc::new(FaultyStore::new(inner.clone()));
+        let faults = store.faults();
+        let shared = Arc::new(Shared::new(crate::state::State::default()));
+        let (_stop, stop) = watch::channel(false);
+        let (ctl, _writer) =
+            Controller::start(&tokio::runtime::Handle::current(), store, shared.clone(), Policy::default(), 16, stop);
+        let reg = Registration {
+            host_id: "h".into(),
+            cpu_millis: 4000,
+            memory_mb: 4096,
+            templates: vec!["base".into()],
+            agent_addr: String::new(),
+        };
+        ctl.run(move |tx, f| register(tx, f, reg)).await.unwrap();
+        shared.liveness.write().insert("h".into(), Liveness { last_seen_ms: now_us() / 1000, cpu_pct: 0.0 });
+        shared.warm.lock().insert("h".into(), [("base".to_string(), 3)].into());
+        let spec = sb("x", SandboxState::Pending).spec;
+        let committed_before = inner.load().unwrap();
+
+        faults.fail_next(1);
+        let s1 = spec.clone();
+        let refused = ctl.run(move |tx, f| create(tx, f, "sb-1".into(), s1, Some("k".into()))).await;
+        assert!(matches!(refused, Err(Unavailable::Store(_))), "{refused:?}");
+        assert_eq!(shared.warm.lock()["h"]["base"], 3, "the warm slot is free again");
+        assert!(shared.committed.read().sandboxes.is_empty());
+        assert_eq!(inner.load().unwrap().sandboxes, committed_before.sandboxes);
+        assert_eq!(inner.load().unwrap().outbox, committed_before.outbox);
+
+        // The same key is new to the working image: the retry creates.
+        let placed = ctl.run(move |tx, f| create(tx, f, "sb-2".into(), spec, Some("k".into()))).await.unwrap().unwrap();
+        let crate::state::decide::CreateOutcome::Created(sb) = placed else { panic!("a replay of a refused create") };
+        assert_eq!((sb.id.as_str(), sb.host.as_deref(), sb.state), ("sb-2", Some("h"), SandboxState::Enqueued));
+        assert_eq!(shared.warm.lock()["h"]["base"], 2);
+        assert_eq!(shared.committed.read().hosts["h"].outbox.len(), 1);
+    }
 }
