@@ -38,7 +38,7 @@ fn spec() -> SandboxSpec {
 fn build(store: &RedbStore, now_ms: u64) -> String {
     let host_of = |i: usize| format!("host-{}", i % HOSTS);
     let mut writes = Vec::new();
-    let mut last_seq = vec![0u64; HOSTS];
+    let mut last_seq = [0u64; HOSTS];
     for i in 0..LIVE + QUEUED {
         let mut sb = Sandbox::new(format!("sb-{i:028x}"), spec(), Some(format!("key-{i}")), now_ms);
         sb.host = Some(host_of(i));
