@@ -1,6 +1,6 @@
-//! A store wrapper whose commits can be made to fail on demand, for testing
-//! how the server survives a failing disk (I/O errors, a full disk) without
-//! needing one.
+//! A store wrapper whose commits can be made to fail (or wait) on demand, for
+//! testing how the server survives a failing or slow disk (I/O errors, a full
+//! disk) without needing one.
 //!
 //! A failed commit is refused **before** the inner store sees it, exactly as
 //! an atomic backend behaves when its transaction aborts: nothing of the
@@ -34,6 +34,11 @@ pub struct Faults {
     refused: AtomicU64,
     /// Commits passed to the inner store so far.
     passed: AtomicU64,
+    /// While true, commits wait (a slow disk, or a commit caught mid-flight).
+    paused: parking_lot::Mutex<bool>,
+    resumed: parking_lot::Condvar,
+    /// Commits waiting at the pause right now.
+    waiting: AtomicU64,
 }
 
 impl Faults {
@@ -52,6 +57,32 @@ impl Faults {
         self.set_failing(false);
         self.fail_next.store(0, Ordering::SeqCst);
         *self.rule.lock() = None;
+    }
+
+    /// Holds every commit until [`Faults::resume`].
+    pub fn pause(&self) {
+        *self.paused.lock() = true;
+    }
+
+    pub fn resume(&self) {
+        *self.paused.lock() = false;
+        self.resumed.notify_all();
+    }
+
+    /// How many commits are held by [`Faults::pause`] right now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn wait_while_paused(&self) {
+        let mut paused = self.paused.lock();
+        if *paused {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *paused {
+                self.resumed.wait(&mut paused);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Makes the next `n` commits fail.
@@ -104,6 +135,7 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        self.faults.wait_while_paused();
         if self.faults.take(writes) {
             self.faults.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Injected("No space left on device (os error 28)".into()));
@@ -156,5 +188,22 @@ mod tests {
         store.commit(&[pool("bad")]).unwrap();
         let names: Vec<_> = store.load().unwrap().pools.into_iter().map(|p| p.template).collect();
         assert_eq!(names, vec!["bad", "ok"]);
+    }
+
+    #[test]
+    fn a_paused_commit_waits_for_resume_then_lands() {
+        let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let faults = store.faults();
+        faults.pause();
+        let s2 = store.clone();
+        let commit = std::thread::spawn(move || s2.commit(&[pool("late")]));
+        while faults.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        assert!(store.load().unwrap().pools.is_empty(), "held, not yet written");
+        faults.resume();
+        commit.join().unwrap().unwrap();
+        assert_eq!(store.load().unwrap().pools.len(), 1);
+        assert_eq!(faults.waiting(), 0);
     }
 }
