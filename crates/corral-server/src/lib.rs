@@ -151,7 +151,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, ends held long
-    /// polls and lets in-flight requests finish (at most 5 s).
+    /// polls and lets in-flight requests finish (at most 5 s); a request that
+    /// got its answer was committed. Returns once the writer has committed
+    /// what was queued and closed the store.
     ///
     /// The writer loop and the dataplane `Control` service run on a runtime of
     /// their own (the control lane), so that a flood of REST requests queues
