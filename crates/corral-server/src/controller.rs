@@ -108,11 +108,18 @@ async fn writer_loop(
 ) {
     let mut working = shared.committed.read().clone();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut closed = false;
     loop {
         let received = tokio::select! {
             biased;
             n = rx.recv_many(&mut jobs, MAX_BATCH) => n,
-            _ = stop.wait_for(|s| *s) => 0,
+            _ = stop.wait_for(|s| *s), if !closed => {
+                // Refuse new jobs (callers get ShuttingDown); what is queued
+                // is still committed, then `recv_many` returns 0.
+                rx.close();
+                closed = true;
+                continue;
+            }
         };
         if received == 0 {
             break;
@@ -280,5 +287,49 @@ mod tests {
         assert_eq!((sb.id.as_str(), sb.host.as_deref(), sb.state), ("sb-2", Some("h"), SandboxState::Enqueued));
         assert_eq!(shared.warm.lock()["h"]["base"], 2);
         assert_eq!(shared.committed.read().hosts["h"].outbox.len(), 1);
+    }
+
+    /// Stopping commits what is queued (a held commit included), then
+    /// refuses new jobs and lets go of the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_commits_what_is_queued_then_refuses_and_releases_the_store() {
+        use corral_store::{FaultyStore, MemoryStore};
+
+        let inner = Arc::new(MemoryStore::new());
+        let store = Arc::new(FaultyStore::new(inner.clone()));
+        let faults = store.faults();
+        let shared = Arc::new(Shared::new(crate::state::State::default()));
+        let (stop_tx, stop) = watch::channel(false);
+        let (ctl, writer) = Controller::start(
+            &tokio::runtime::Handle::current(),
+            store.clone(),
+            shared,
+            Policy::default(),
+            16,
+            stop,
+        );
+        let pool = |t: &str| corral_core::pool::PoolSpec { template: t.into(), min: 0, max: 1, buffer: 0, prewarm: vec![] };
+        faults.pause();
+        let (a, b) = (pool("a"), pool("b"));
+        let held = tokio::spawn({
+            let ctl = ctl.clone();
+            async move { ctl.run(move |tx, f| decide::set_pool(tx, f, a)).await }
+        });
+        while faults.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Polled once, the job is in the queue behind the held commit.
+        let mut queued = Box::pin(ctl.run(move |tx, f| decide::set_pool(tx, f, b)));
+        assert!(futures::poll!(&mut queued).is_pending());
+        stop_tx.send(true).unwrap();
+        faults.resume();
+        assert!(held.await.unwrap().is_ok());
+        assert!(queued.await.is_ok());
+        writer.await.unwrap();
+        let late = ctl.run(move |tx, f| decide::set_pool(tx, f, pool("c"))).await;
+        assert_eq!(late.err(), Some(Unavailable::ShuttingDown));
+        let names: Vec<_> = inner.load().unwrap().pools.into_iter().map(|p| p.template).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(Arc::strong_count(&store), 1, "the writer let go of the store");
     }
 }
