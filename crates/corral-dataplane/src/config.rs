@@ -43,6 +43,9 @@ pub struct DataplaneConfig {
     /// Local pool settings (`--pool TEMPLATE=MIN:MAX:BUFFER`); a setting from
     /// the server for the same template replaces its preset.
     pub pools: Vec<crate::pool::PoolConf>,
+    /// Testing only: how long to wait after applying commands before the next
+    /// poll acks them (a slow host; 0 in production).
+    pub debug_ack_delay_ms: u64,
 }
 
 impl DataplaneConfig {
@@ -69,6 +72,7 @@ impl DataplaneConfig {
             max_sandboxes: 10_000,
             pool_refill_concurrency: cores(),
             pools: Vec::new(),
+            debug_ack_delay_ms: 0,
         }
     }
 

@@ -46,7 +46,12 @@ pub async fn poll_loop(link: Arc<Link>, rt: Arc<Runtime>) -> Result<(), Dataplan
                     Some(poll_response::Result::Batch(b)) => {
                         let decided = b.commands.iter().map(|c| c.decided_at_us);
                         latency.record(decided, corral_core::time::now_us());
-                        apply_batch(&link, &rt, b).await?
+                        let applied = !b.commands.is_empty();
+                        apply_batch(&link, &rt, b).await?;
+                        // The next poll carries the ack.
+                        if applied && link.config.debug_ack_delay_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(link.config.debug_ack_delay_ms)).await;
+                        }
                     }
                     Some(poll_response::Result::FullSync(fs)) => {
                         apply_full_sync(&link, &rt, fs).await?

@@ -109,6 +109,14 @@ impl Server {
         let path = dir.join(STORE_FILE);
         let store: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await.map_err(join_err)??);
+        Server::bind_with_store(config, store).await
+    }
+
+    /// Like [`Server::bind`] over any store (tests wrap one to inject
+    /// faults); `data_dir` still receives the address files.
+    pub async fn bind_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
         let state = State::from_snapshot(snap);
         let loaded = (state.sandboxes.len(), state.hosts.len());
@@ -147,7 +155,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, ends held long
-    /// polls and lets in-flight requests finish (at most 5 s).
+    /// polls and lets in-flight requests finish (at most 5 s); a request that
+    /// got its answer was committed. Returns once the writer has committed
+    /// what was queued and closed the store.
     ///
     /// The writer loop and the dataplane `Control` service run on a runtime of
     /// their own (the control lane), so that a flood of REST requests queues
@@ -172,14 +182,21 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let policy = self.config.policy.clone();
-        let controller =
-            Controller::start(&lane, self.store.clone(), self.shared.clone(), policy.clone(), self.config.queue_depth);
+        let (writer_stop, writer_stopped) = tokio::sync::watch::channel(false);
+        let (controller, writer) = Controller::start(
+            &lane,
+            self.store.clone(),
+            self.shared.clone(),
+            policy.clone(),
+            self.config.queue_depth,
+            writer_stopped,
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        lane.spawn(tick_loop(controller.clone(), self.shared.clone()));
+        let ticks = lane.spawn(tick_loop(controller.clone(), self.shared.clone()));
         let app = api::AppState {
             controller: controller.clone(),
             shared: self.shared.clone(),
@@ -227,10 +244,16 @@ impl Server {
             })
         };
         let mut stop_rx2 = stop_rx.clone();
-        tokio::select! {
+        let served = tokio::select! {
             r = both => r.map(|_| ()).map_err(ServerError::Serve),
             _ = async { let _ = stop_rx2.wait_for(|s| *s).await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
-        }
+        };
+        // Requests are answered; let the writer commit what is queued and
+        // close the store, so that serve returning means the store is free.
+        ticks.abort();
+        let _ = writer_stop.send(true);
+        let _ = writer.await;
+        served
     }
 }
 

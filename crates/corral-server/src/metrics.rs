@@ -55,6 +55,11 @@ pub fn record_commit(jobs: usize, writes: usize, took: Duration, drained_ms: &[u
     }
 }
 
+/// A batch the store refused (I/O error, full disk): its callers got 503.
+pub fn record_commit_failure() {
+    counter!("corral_store_commit_failures_total").increment(1);
+}
+
 pub fn record_schedule(took: Duration) {
     histogram!("corral_schedule_seconds").record(took.as_secs_f64());
 }

@@ -8,13 +8,16 @@
 //! lands in the same batch as its outbox command.
 //!
 //! Backends: [`RedbStore`] (embedded, one file, the default) and
-//! [`MemoryStore`] (no durability; for tests and simulations). A PostgreSQL
+//! [`MemoryStore`] (no durability; for tests and simulations); [`FaultyStore`]
+//! wraps either and fails commits on demand, for fault tests. A PostgreSQL
 //! backend for several servers would implement the same trait.
 
+mod faulty;
 mod memory;
 mod redb_store;
 mod write;
 
+pub use faulty::{Faults, FaultyStore};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 pub use write::{Snapshot, Write};

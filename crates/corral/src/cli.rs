@@ -185,6 +185,10 @@ pub struct HostArgs {
     /// what their templates dir holds.
     #[arg(long, env = "CORRAL_TEMPLATES", value_delimiter = ',')]
     pub templates: Vec<String>,
+    /// Testing only: wait this long after applying commands before acking
+    /// them (a slow host, for fault tests of the outbox backlog).
+    #[arg(long, env = "CORRAL_DEBUG_ACK_DELAY_MS", default_value_t = 0, hide = true)]
+    pub debug_ack_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

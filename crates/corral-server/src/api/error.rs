@@ -48,7 +48,11 @@ impl From<Invalid> for ApiError {
 
 impl From<Unavailable> for ApiError {
     fn from(e: Unavailable) -> Self {
-        ApiError::unavailable(e.to_string())
+        match e {
+            // Nothing of the request was kept; the same request can be retried.
+            Unavailable::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            _ => ApiError::unavailable(e.to_string()),
+        }
     }
 }
 

@@ -93,6 +93,17 @@ fn cheapest_eviction(pools: &HashMap<String, PoolCounts>) -> Option<(&str, Evict
         .map(|(t, class, _)| (t, class))
 }
 
+/// Gives back the pool members that placements which were not committed
+/// counted on (`(host, template)` pairs from [`Tx::pool_spent`]).
+pub fn return_pool_members(pools: &PoolView, spent: &[(String, String)]) {
+    let mut pools = pools.lock();
+    for (host, template) in spent {
+        if let Some(p) = pools.get_mut(host).and_then(|t| t.get_mut(template)) {
+            p.ready += 1;
+        }
+    }
+}
+
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
     pub pools: &'a PoolView,
@@ -129,11 +140,14 @@ pub struct Tx<'a> {
     pub writes: Vec<Write>,
     /// Commit → ack latency of each command acknowledged in this transaction.
     pub drained_ms: Vec<u64>,
+    /// `(host, template)` of every pool member a placement counted on (a
+    /// warm claim or a vacuum): given back if the transaction does not commit.
+    pub pool_spent: Vec<(String, String)>,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(state: &'a mut State) -> Self {
-        Tx { state, writes: Vec::new(), drained_ms: Vec::new() }
+        Tx { state, writes: Vec::new(), drained_ms: Vec::new(), pool_spent: Vec::new() }
     }
 
     fn write(&mut self, w: Write) {
@@ -232,18 +246,19 @@ fn choose_host(state: &State, fleet: &Fleet, sb: &Sandbox) -> Option<(String, Ro
 }
 
 /// Takes from the server's view of the host's pools what this placement
-/// uses up: the claimed member, or the member the host will evict.
-fn spend_room(fleet: &Fleet, host: &str, template: &str, room: Room) {
+/// uses up — the claimed member, or the member the host will evict — and
+/// returns that member's template.
+fn spend_room(fleet: &Fleet, host: &str, template: &str, room: Room) -> Option<String> {
     let mut pools = fleet.pools.lock();
-    let Some(host_pools) = pools.get_mut(host) else { return };
+    let host_pools = pools.get_mut(host)?;
     let victim = match room {
         Room::Warm => Some(template.to_string()),
         Room::Evict(_) => cheapest_eviction(host_pools).map(|(t, _)| t.to_string()),
         Room::Free => None,
     };
-    if let Some(p) = victim.and_then(|t| host_pools.get_mut(&t)) {
-        p.ready -= 1;
-    }
+    let victim = victim?;
+    host_pools.get_mut(&victim)?.ready -= 1;
+    Some(victim)
 }
 
 /// Places `sb` (which is `pending`) on the best host and emits its one
@@ -256,7 +271,9 @@ fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
         }
         return false;
     };
-    spend_room(fleet, &host, &sb.spec.template, room);
+    if let Some(spent) = spend_room(fleet, &host, &sb.spec.template, room) {
+        tx.pool_spent.push((host.clone(), spent));
+    }
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
     sb.state = SandboxState::Enqueued;
     sb.host = Some(host.clone());

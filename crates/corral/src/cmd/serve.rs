@@ -47,6 +47,7 @@ fn dataplane_config(server_url: String, data_dir: &Path, h: &HostArgs) -> anyhow
     c.pools = h.pools.clone();
     c.pool_wait_ms = h.pool_wait_ms;
     c.max_sandboxes = h.max_sandboxes;
+    c.debug_ack_delay_ms = h.debug_ack_delay_ms;
     match (h.driver, h.templates.is_empty()) {
         (DriverKind::Native, true) => c.templates = corral_dataplane::local_templates(&native_config(h).templates_dir()),
         (DriverKind::Native, false) => anyhow::bail!(

@@ -142,6 +142,8 @@ pub struct Cluster {
     pub driver: Driver,
     /// More flags for `corral up`.
     pub extra_up_args: Vec<String>,
+    /// More flags for `corral dataplane` (split clusters).
+    pub extra_dataplane_args: Vec<String>,
     pub api_port: u16,
     pub grpc_port: u16,
     pub server: Option<Proc>,
@@ -159,7 +161,7 @@ impl Cluster {
         let api_port = free_port();
         let grpc_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
-        Cluster { dir, driver, extra_up_args: Vec::new(), api_port, grpc_port, server: None, dataplane: None, client }
+        Cluster { dir, driver, extra_up_args: Vec::new(), extra_dataplane_args: Vec::new(), api_port, grpc_port, server: None, dataplane: None, client }
     }
 
     pub fn runtime_dir(&self) -> PathBuf {
@@ -294,6 +296,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
         args.extend(self.driver_args());
+        args.extend(self.extra_dataplane_args.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn(&args, &log)
     }
