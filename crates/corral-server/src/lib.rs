@@ -118,6 +118,11 @@ impl Server {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
+        // Cheap next to the load (one pass), and the one moment a broken
+        // store can be told apart from a bug that breaks it later.
+        for v in state::invariants::check(&snap) {
+            tracing::error!("store invariant violated at start-up: {v} (see `corral server check`)");
+        }
         let state = State::from_snapshot(snap);
         let loaded = (state.sandboxes.len(), state.hosts.len());
         let shared = Arc::new(Shared::new(state));
