@@ -599,15 +599,24 @@ impl Runtime {
         }
     }
 
-    /// Removes the `nat` firewall table (a host being drained or shut down
-    /// for good; live `nat` sandboxes lose their way out).
-    pub async fn remove_nat(&self) -> Result<()> {
-        let Some(nat) = self.inner.cfg.nat.clone() else {
-            return Ok(());
+    /// Removes the `nat` firewall table when no `nat` sandbox is left (a
+    /// dataplane shutting down; live ones keep their way out for the next
+    /// runtime to adopt). Returns whether it removed it.
+    pub async fn remove_nat_if_unused(&self) -> Result<bool> {
+        let (Some(nat), Some(pool)) = (self.inner.cfg.nat.clone(), &self.inner.net_slots) else {
+            return Ok(false);
         };
+        let in_use = {
+            let p = lock(pool);
+            p.free() < p.capacity()
+        };
+        if in_use {
+            return Ok(false);
+        }
         tokio::task::spawn_blocking(move || net::firewall::remove(&nat.nft_table))
             .await
-            .map_err(|e| RuntimeError::Spawner(e.to_string()))?
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        Ok(true)
     }
 
     /// Destroys every sandbox and removes the cgroup parents if empty

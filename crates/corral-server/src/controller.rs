@@ -103,7 +103,7 @@ async fn writer_loop(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, shared:
         let started = Instant::now();
         let (writes, drained, completions) = {
             let liveness = shared.liveness.read();
-            let fleet = Fleet { warm: &shared.warm, now_us, liveness: &liveness, policy: &policy };
+            let fleet = Fleet { warm: &shared.warm, net: &shared.net, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
             (coalesce(tx.writes), tx.drained_ms, completions)
@@ -171,6 +171,7 @@ mod tests {
             ttl_s: 1,
             env: Default::default(),
             labels: Default::default(),
+            network: Default::default(),
         };
         let mut s = Sandbox::new(id.into(), spec, None, 0);
         s.state = state;

@@ -152,6 +152,8 @@ pub struct HostArgs {
     /// start past it evicts ready pool sandboxes first, then fails.
     #[arg(long, env = "CORRAL_MAX_SANDBOXES", default_value_t = 10_000)]
     pub max_sandboxes: usize,
+    #[command(flatten)]
+    pub nat: crate::cmd::nat_args::NatArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -239,6 +241,10 @@ pub struct CreateArgs {
     /// Retrying with the same key returns the same sandbox.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// `isolated` (default: loopback only) or `nat` (an eth0 behind its
+    /// host's NAT; needs a host started with --nat).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
     /// Wait until the sandbox runs (or fails).
     #[arg(long)]
     pub wait: bool,

@@ -5,7 +5,7 @@
 //! The table never changes while sandboxes come and go (its rules match the
 //! whole range and the veth name prefix), so a create or a delete touches no
 //! rule. It is replaced atomically at runtime start and removed by
-//! [`crate::force_cleanup`] / [`crate::Runtime::remove_nat`]. `nft` runs only
+//! [`crate::force_cleanup`] / [`crate::Runtime::remove_nat_if_unused`]. `nft` runs only
 //! then, never per sandbox.
 
 use std::io::Write;

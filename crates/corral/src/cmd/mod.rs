@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod fleet;
+pub mod nat_args;
 mod pool;
 mod sandbox;
 mod serve;

@@ -65,11 +65,16 @@ fn native_config(h: &HostArgs) -> NativeConfig {
 
 /// Builds the driver the flags ask for.
 async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>> {
+    let nat = h.nat.config()?;
+    anyhow::ensure!(
+        nat.is_none() || h.driver == DriverKind::Native,
+        "the nat network mode (--nat, --nat-subnet) needs the native driver"
+    );
     Ok(match h.driver {
         DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
         DriverKind::Sim => Arc::new(corral_dataplane::driver::sim::SimDriver::new(std::time::Duration::ZERO)),
         DriverKind::Native => {
-            let d = NativeDriver::new(native_config(h)).await.context(
+            let d = NativeDriver::new(NativeConfig { nat, ..native_config(h) }).await.context(
                 "starting the native sandbox runtime (it needs root; `--driver process` runs without isolation)",
             )?;
             Arc::new(d)
