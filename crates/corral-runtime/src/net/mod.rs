@@ -159,8 +159,8 @@ fn configure_inside(pid: i32, a: SlotAddrs) -> Result<()> {
     .map_err(net_err(format!("configure {SANDBOX_LINK} of {pid}")))
 }
 
-/// Deletes slot `slot`'s pair (gone already when the sandbox's namespace
-/// died: then nothing happens).
+/// Deletes slot `slot`'s pair now (when the sandbox's namespace has died
+/// the kernel deletes it anyway, soon after: then nothing happens here).
 pub(crate) fn detach(cfg: &NatConfig, slot: u32) -> Result<()> {
     let host = cfg.host_link(slot);
     Netlink::open()

@@ -109,6 +109,21 @@ pub fn links_with_prefix(prefix: &str) -> Vec<String> {
     v
 }
 
+/// Waits (up to 20 s) until no host link starts with `prefix`: links of
+/// ended sandboxes go with their network namespace, which the kernel tears
+/// down in the background.
+pub fn wait_no_links(prefix: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !links_with_prefix(prefix).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links left: {:?}",
+            links_with_prefix(prefix)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs a host command and returns its stdout; panics with stderr on failure.
 pub fn host(cmd: &[&str]) -> String {
     let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
