@@ -24,12 +24,14 @@ impl Fixture {
 
 /// Python run in a sandbox: connect to `addr:port` with a timeout and print
 /// what the server sent, or how the attempt failed (`timeout`, `ENETUNREACH`…).
+/// A server that accepts but sends nothing shows as `connected`.
 fn connect_script(addr: &str, port: u16, timeout_s: u32) -> String {
     format!(
         "import socket, errno\n\
-         try:\n    s = socket.create_connection(('{addr}', {port}), timeout={timeout_s})\n    print(s.recv(100).decode() or 'connected')\n\
+         try:\n    s = socket.create_connection(('{addr}', {port}), timeout={timeout_s})\n\
          except socket.timeout:\n    print('timeout')\n\
-         except OSError as e:\n    print(errno.errorcode.get(e.errno, str(e)))\n"
+         except OSError as e:\n    print(errno.errorcode.get(e.errno, str(e)))\n\
+         else:\n    try:\n        print(s.recv(100).decode() or 'connected')\n    except socket.timeout:\n        print('connected')\n"
     )
 }
 
@@ -147,6 +149,24 @@ impl Drop for Outside {
     }
 }
 
+/// The link-local IPv6 address of a host link once it is usable (DAD
+/// done), `None` when the host has IPv6 off.
+fn link_local(link: &str) -> Option<std::net::Ipv6Addr> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let shown = host(&["ip", "-6", "-o", "addr", "show", "dev", link]);
+        if shown.trim().is_empty() && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").ok()?.trim() == "1" {
+            return None;
+        }
+        if let Some(line) = shown.lines().find(|l| l.contains("fe80::") && !l.contains("tentative")) {
+            let addr = line.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+            return addr.split('/').next()?.parse().ok();
+        }
+        assert!(std::time::Instant::now() < deadline, "no usable link-local address on {link}: {shown}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[tokio::test]
 async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     if common::skip_reason().is_some() || common::which("ip").is_none() {
@@ -161,7 +181,7 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     };
     let outside = Outside::new(f.block, forward_was);
     assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap().trim(), "1");
-    let table = host(&["nft", "list", "table", "ip", &f.cfg.nat.as_ref().unwrap().nft_table]);
+    let table = host(&["nft", "list", "table", "inet", &f.cfg.nat.as_ref().unwrap().nft_table]);
     assert!(
         table.contains(&format!("ip saddr 10.223.{}.0/24 ip daddr != 10.223.{}.0/24 masquerade", f.block, f.block)),
         "{table}"
@@ -186,6 +206,25 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     let _listener = std::net::TcpListener::bind((gw, 7001)).unwrap();
     let out = f.py(&a, &connect_script(&gw.to_string(), 7001, 1)).await;
     assert_eq!(text(&out.stdout).trim(), "timeout", "{}", text(&out.stderr));
+
+    // Nor over the IPv6 link-local address of that host end.
+    let link = f.cfg.nat.as_ref().unwrap().host_link(f.rt.net_addrs(&a).unwrap().unwrap().slot);
+    if let Some(ll) = link_local(&link) {
+        let scope = std::fs::read_to_string(format!("/sys/class/net/{link}/ifindex")).unwrap();
+        let addr = std::net::SocketAddrV6::new(ll, 7003, 0, scope.trim().parse().unwrap());
+        let _listener6 = std::net::TcpListener::bind(addr).unwrap();
+        // Retried while the sandbox's own link-local address is still
+        // tentative (duplicate address detection): EADDRNOTAVAIL.
+        let script = format!(
+            "import socket, time\nfor _ in range(100):\n\
+             \x20   s = socket.socket(socket.AF_INET6)\n    s.settimeout(1)\n\
+             \x20   try:\n        s.connect(('{ll}', 7003, 0, socket.if_nametoindex('eth0')))\n        print('connected')\n        break\n\
+             \x20   except socket.timeout:\n        print('timeout')\n        break\n\
+             \x20   except OSError as e:\n        if e.errno != 99:\n            print(e)\n            break\n        time.sleep(0.1)\n"
+        );
+        let out = f.py(&a, &script).await;
+        assert_eq!(text(&out.stdout).trim(), "timeout", "{}", text(&out.stderr));
+    }
 
     // Nor does one nat sandbox reach another (a refused connection would
     // mean the packet got there).
@@ -281,7 +320,7 @@ async fn force_cleanup_removes_the_veths_and_the_table() {
     assert_eq!(links_with_prefix(&prefix), Vec::<String>::new());
     let table = f.cfg.nat.as_ref().unwrap().nft_table.clone();
     let tables = host(&["nft", "list", "tables"]);
-    assert!(!tables.contains(&format!("table ip {table}\n")), "{tables}");
+    assert!(!tables.contains(&format!("table inet {table}\n")), "{tables}");
 }
 
 #[tokio::test]

@@ -160,7 +160,7 @@ async fn a_restarted_up_adopts_nat_sandboxes_with_their_slots_and_drops_the_tabl
     // A clean shutdown keeps the table while nat sandboxes live on.
     let table_listed = || {
         let out = Command::new("nft").args(["list", "tables"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == format!("table ip {}", nat.nft_table))
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == format!("table inet {}", nat.nft_table))
     };
     assert!(c.server.as_mut().unwrap().terminate());
     assert!(table_listed(), "live nat sandboxes keep their way out");

@@ -17,13 +17,17 @@ use crate::error::{Result, RuntimeError};
 /// The ruleset of the runtime's table:
 /// - `postrouting`: traffic from the range to anywhere outside it leaves
 ///   with the address of the outgoing interface (masquerade);
-/// - `forward`: sandboxes never reach each other;
-/// - `input`: sandboxes reach no service of the host itself (only replies to
-///   connections the host opened come back in).
+/// - `forward`: sandboxes never reach each other, and nothing of theirs is
+///   forwarded over IPv6 (they have no IPv6 beyond link-local);
+/// - `input`: sandboxes reach no service of the host itself, over IPv4 or
+///   the veth's IPv6 link-local address (only replies to connections the
+///   host opened come back in).
+///
+/// Family `inet`, so one table covers both IP versions.
 pub fn ruleset(cfg: &NatConfig) -> String {
     let (t, net, p) = (&cfg.nft_table, cfg.subnet, &cfg.veth_prefix);
     format!(
-        "table ip {t} {{
+        "table inet {t} {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr {net} ip daddr != {net} masquerade
@@ -31,6 +35,7 @@ pub fn ruleset(cfg: &NatConfig) -> String {
   chain forward {{
     type filter hook forward priority filter; policy accept;
     ip saddr {net} ip daddr {net} drop
+    iifname \"{p}*\" meta nfproto ipv6 drop
   }}
   chain input {{
     type filter hook input priority filter; policy accept;
@@ -68,12 +73,12 @@ fn nft(script: &str) -> Result<()> {
 /// Creates (or atomically replaces) the table.
 pub fn install(cfg: &NatConfig) -> Result<()> {
     let t = &cfg.nft_table;
-    nft(&format!("add table ip {t}\ndelete table ip {t}\n{}", ruleset(cfg)))
+    nft(&format!("add table inet {t}\ndelete table inet {t}\n{}", ruleset(cfg)))
 }
 
 /// Removes the table if it exists.
 pub fn remove(table: &str) -> Result<()> {
-    nft(&format!("add table ip {table}\ndelete table ip {table}\n"))
+    nft(&format!("add table inet {table}\ndelete table inet {table}\n"))
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -99,7 +104,7 @@ mod tests {
         cfg.nft_table = "corral_t".into();
         cfg.veth_prefix = "cx".into();
         let r = ruleset(&cfg);
-        assert!(r.starts_with("table ip corral_t {"));
+        assert!(r.starts_with("table inet corral_t {"));
         assert!(r.contains("ip saddr 10.200.0.0/16 ip daddr != 10.200.0.0/16 masquerade"));
         assert!(r.contains("ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 drop"));
         assert!(r.contains("iifname \"cx*\" drop"));

@@ -45,7 +45,7 @@ pub struct NatConfig {
     /// Host ends of veth pairs are `<veth_prefix><slot>`; every link with
     /// this prefix belongs to this runtime (leftovers are deleted).
     pub veth_prefix: String,
-    /// The nftables table (family `ip`) this runtime owns.
+    /// The nftables table (family `inet`) this runtime owns.
     pub nft_table: String,
     /// The nameserver written to `/etc/resolv.conf` of `nat` sandboxes;
     /// `None` leaves a comment-only file (no DNS).

@@ -28,7 +28,7 @@ pub struct NatArgs {
     /// prefix belong to this dataplane (leftovers are deleted at start).
     #[arg(long, env = "CORRAL_NAT_VETH_PREFIX", default_value = "crl")]
     pub nat_veth_prefix: String,
-    /// The nftables table (family ip) holding the masquerade rule.
+    /// The nftables table (family inet) holding the masquerade and filter rules.
     #[arg(long, env = "CORRAL_NAT_TABLE", default_value = "corral")]
     pub nat_table: String,
     /// Turn on net.ipv4.ip_forward when it is off (nat traffic cannot leave
