@@ -57,9 +57,7 @@ impl Msg {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
+        self.buf.resize(align(self.buf.len()), 0);
     }
 
     /// `struct ifinfomsg` (16 bytes).
