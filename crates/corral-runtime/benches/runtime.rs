@@ -147,8 +147,19 @@ async fn isolated_vs_nat(rt: &Runtime, t: &Template, n: usize) {
             }
         }
     }
+    // Paired differences cancel load that drifts over the run.
+    let mut diff: Vec<f64> = iso.iter().zip(&nat).map(|(i, n)| n.as_secs_f64() - i.as_secs_f64()).collect();
+    diff.sort_by(f64::total_cmp);
     report("cold start, isolated (interleaved with nat)", iso);
     report("cold start, nat (veth + addresses + route)", nat);
+    println!(
+        "{:<44} n={:<5} p25={:>+8.3} ms  p50={:>+8.3} ms  p75={:>+8.3} ms",
+        "cold start, nat minus isolated (paired)",
+        diff.len(),
+        diff[diff.len() / 4] * 1e3,
+        diff[diff.len() / 2] * 1e3,
+        diff[diff.len() * 3 / 4] * 1e3
+    );
     report("destroy, nat", nat_destroy);
 }
 
