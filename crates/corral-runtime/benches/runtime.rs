@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use corral_runtime::{
-    base_template, ExecSpec, NatConfig, NetworkMode, Runtime, RuntimeConfig, SandboxConfig, Template,
+    base_template, ExecSpec, NatConfig, NetworkMode, Runtime, RuntimeConfig, SandboxConfig,
+    Template,
 };
 
 fn main() {
@@ -148,7 +149,11 @@ async fn isolated_vs_nat(rt: &Runtime, t: &Template, n: usize) {
         }
     }
     // Paired differences cancel load that drifts over the run.
-    let mut diff: Vec<f64> = iso.iter().zip(&nat).map(|(i, n)| n.as_secs_f64() - i.as_secs_f64()).collect();
+    let mut diff: Vec<f64> = iso
+        .iter()
+        .zip(&nat)
+        .map(|(i, n)| n.as_secs_f64() - i.as_secs_f64())
+        .collect();
     diff.sort_by(f64::total_cmp);
     report("cold start, isolated (interleaved with nat)", iso);
     report("cold start, nat (veth + addresses + route)", nat);

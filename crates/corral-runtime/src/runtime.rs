@@ -280,7 +280,15 @@ impl Runtime {
         let t_meta = started.elapsed();
         client::ping(&paths.socket(), self.inner.cfg.start_timeout).await?;
         if let (Some(_), Some(nat)) = (net, &self.inner.cfg.nat) {
-            client::write_file(&paths.socket(), "/etc/resolv.conf", nat.resolv_conf().as_bytes(), 0o644).await?;
+            // Best effort: an image may make it a symlink into a missing
+            // dir; the network works without it (names just do not resolve).
+            let conf = nat.resolv_conf();
+            if let Err(e) =
+                client::write_file(&paths.socket(), "/etc/resolv.conf", conf.as_bytes(), 0o644)
+                    .await
+            {
+                tracing::warn!(id = %cfg.id, "cannot write /etc/resolv.conf: {e}");
+            }
         }
         tracing::debug!(
             id = %cfg.id, pid = spawned.pid, cgroup = ?t_cg, spawned = ?t_spawn, meta = ?t_meta, ready = ?started.elapsed(),
@@ -497,7 +505,8 @@ impl Runtime {
         // (deleting it here costs a ~25 ms RCU wait per link, serialised on
         // the rtnl lock). Only an init that would not die needs it done here.
         // A slot reused before the kernel got to it is cleared by `attach`.
-        if let (Some(slot), Some(nat), false) = (e.net_slot, self.inner.cfg.nat.clone(), e.exited()) {
+        if let (Some(slot), Some(nat), false) = (e.net_slot, self.inner.cfg.nat.clone(), e.exited())
+        {
             tokio::task::spawn_blocking(move || net::detach(&nat, slot))
                 .await
                 .map_err(|e| RuntimeError::Spawner(e.to_string()))??;

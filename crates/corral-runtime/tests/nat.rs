@@ -61,7 +61,12 @@ async fn nat_sandboxes_get_their_own_slot_address_route_and_resolv_conf() {
                 ),
             )
             .await;
-        assert_eq!(text(&out.stdout).trim(), addrs.sandbox.to_string(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            addrs.sandbox.to_string(),
+            "{}",
+            text(&out.stderr)
+        );
         let route = f.sh(id, "cat /proc/net/route").await;
         let default = text(&route.stdout)
             .lines()
@@ -69,7 +74,11 @@ async fn nat_sandboxes_get_their_own_slot_address_route_and_resolv_conf() {
             .map(|l| l.split_whitespace().next().unwrap_or("").to_string());
         assert_eq!(default.as_deref(), Some("eth0"), "{}", text(&route.stdout));
         let resolv = f.sh(id, "cat /etc/resolv.conf").await;
-        assert!(text(&resolv.stdout).starts_with("# nat network"), "{}", text(&resolv.stdout));
+        assert!(
+            text(&resolv.stdout).starts_with("# nat network"),
+            "{}",
+            text(&resolv.stdout)
+        );
         let link = f.cfg.nat.as_ref().unwrap().host_link(addrs.slot);
         let shown = host(&["ip", "-4", "-o", "addr", "show", "dev", &link]);
         assert!(shown.contains(&format!("{}/30", addrs.gateway)), "{shown}");
@@ -113,10 +122,28 @@ impl Outside {
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &link]).output();
         host(&["ip", "netns", "add", &ns]);
-        host(&["ip", "link", "add", &link, "type", "veth", "peer", "name", "eth1", "netns", &ns]);
-        host(&["ip", "addr", "add", &format!("10.224.{block}.1/30"), "dev", &link]);
+        host(&[
+            "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth1", "netns", &ns,
+        ]);
+        host(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.224.{block}.1/30"),
+            "dev",
+            &link,
+        ]);
         host(&["ip", "link", "set", &link, "up"]);
-        host(&["ip", "-n", &ns, "addr", "add", &format!("{}/30", o.server_addr), "dev", "eth1"]);
+        host(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/30", o.server_addr),
+            "dev",
+            "eth1",
+        ]);
         host(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
         let script = format!(
             "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
@@ -125,12 +152,22 @@ impl Outside {
             o.server_addr
         );
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3", "-S", "-c", &script])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "/usr/bin/python3",
+                "-S",
+                "-c",
+                &script,
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         o.server = Some(child);
         assert_eq!(line.trim(), "ready");
         o
@@ -143,7 +180,9 @@ impl Drop for Outside {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.link]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = std::fs::write(IP_FORWARD, self.forward_was.trim());
     }
@@ -155,14 +194,28 @@ fn link_local(link: &str) -> Option<std::net::Ipv6Addr> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let shown = host(&["ip", "-6", "-o", "addr", "show", "dev", link]);
-        if shown.trim().is_empty() && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").ok()?.trim() == "1" {
+        if shown.trim().is_empty()
+            && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+                .ok()?
+                .trim()
+                == "1"
+        {
             return None;
         }
-        if let Some(line) = shown.lines().find(|l| l.contains("fe80::") && !l.contains("tentative")) {
-            let addr = line.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+        if let Some(line) = shown
+            .lines()
+            .find(|l| l.contains("fe80::") && !l.contains("tentative"))
+        {
+            let addr = line
+                .split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)?;
             return addr.split('/').next()?.parse().ok();
         }
-        assert!(std::time::Instant::now() < deadline, "no usable link-local address on {link}: {shown}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no usable link-local address on {link}: {shown}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -181,14 +234,25 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     };
     let outside = Outside::new(f.block, forward_was);
     assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap().trim(), "1");
-    let table = host(&["nft", "list", "table", "inet", &f.cfg.nat.as_ref().unwrap().nft_table]);
+    let table = host(&[
+        "nft",
+        "list",
+        "table",
+        "inet",
+        &f.cfg.nat.as_ref().unwrap().nft_table,
+    ]);
     assert!(
-        table.contains(&format!("ip saddr 10.223.{}.0/24 ip daddr != 10.223.{}.0/24 masquerade", f.block, f.block)),
+        table.contains(&format!(
+            "ip saddr 10.223.{}.0/24 ip daddr != 10.223.{}.0/24 masquerade",
+            f.block, f.block
+        )),
         "{table}"
     );
 
     let a = f.create_nat("sb-out-a").await.unwrap();
-    let out = f.py(&a, &connect_script(&outside.server_addr, 7000, 10)).await;
+    let out = f
+        .py(&a, &connect_script(&outside.server_addr, 7000, 10))
+        .await;
     assert_eq!(
         text(&out.stdout).trim(),
         format!("10.224.{}.1", f.block),
@@ -197,8 +261,15 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     );
 
     let iso = f.create("sb-out-iso").await;
-    let out = f.py(&iso, &connect_script(&outside.server_addr, 7000, 10)).await;
-    assert_eq!(text(&out.stdout).trim(), "ENETUNREACH", "{}", text(&out.stderr));
+    let out = f
+        .py(&iso, &connect_script(&outside.server_addr, 7000, 10))
+        .await;
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ENETUNREACH",
+        "{}",
+        text(&out.stderr)
+    );
 
     // The host's own services are out of reach: a listener on the
     // sandbox's gateway address never sees the connection.
@@ -208,7 +279,12 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     assert_eq!(text(&out.stdout).trim(), "timeout", "{}", text(&out.stderr));
 
     // Nor over the IPv6 link-local address of that host end.
-    let link = f.cfg.nat.as_ref().unwrap().host_link(f.rt.net_addrs(&a).unwrap().unwrap().slot);
+    let link = f
+        .cfg
+        .nat
+        .as_ref()
+        .unwrap()
+        .host_link(f.rt.net_addrs(&a).unwrap().unwrap().slot);
     if let Some(ll) = link_local(&link) {
         let scope = std::fs::read_to_string(format!("/sys/class/net/{link}/ifindex")).unwrap();
         let addr = std::net::SocketAddrV6::new(ll, 7003, 0, scope.trim().parse().unwrap());
@@ -230,7 +306,9 @@ async fn a_nat_sandbox_reaches_the_outside_masqueraded_and_nothing_else() {
     // mean the packet got there).
     let b = f.create_nat("sb-out-b").await.unwrap();
     let a_addr = f.rt.net_addrs(&a).unwrap().unwrap().sandbox;
-    let out = f.py(&b, &connect_script(&a_addr.to_string(), 7002, 1)).await;
+    let out = f
+        .py(&b, &connect_script(&a_addr.to_string(), 7002, 1))
+        .await;
     assert_eq!(text(&out.stdout).trim(), "timeout", "{}", text(&out.stderr));
     drop(f);
     drop(outside);
@@ -266,9 +344,15 @@ async fn an_exhausted_range_refuses_cleanly_and_an_ended_sandbox_frees_its_slot(
     let err = f.create_nat("sb-full-c").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("no free network slot (all 2 of 10.223.{}.0/29 in use)", f.block)
+        format!(
+            "no free network slot (all 2 of 10.223.{}.0/29 in use)",
+            f.block
+        )
     );
-    assert!(!f.cfg.state_dir.join("sb-full-c").exists(), "a refused create leaves nothing");
+    assert!(
+        !f.cfg.state_dir.join("sb-full-c").exists(),
+        "a refused create leaves nothing"
+    );
     assert_eq!(f.rt.list().await.unwrap().len(), 2);
     // The init dying on its own (exit, OOM) takes the pair with its
     // namespace; the destroy that follows gives the slot back.
@@ -291,16 +375,36 @@ async fn a_restarted_runtime_adopts_nat_sandboxes_and_deletes_stray_links() {
     let kept = f.rt.net_addrs(&id).unwrap().unwrap();
     // A pair a crashed runtime could have left behind.
     let stray = format!("{prefix}40");
-    host(&["ip", "link", "add", &stray, "type", "veth", "peer", "name", &format!("{prefix}x")]);
+    host(&[
+        "ip",
+        "link",
+        "add",
+        &stray,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{prefix}x"),
+    ]);
     let rt2 = Runtime::new(f.cfg.clone()).await.unwrap();
-    assert_eq!(rt2.free_net_slots(), Some(63), "the adopted sandbox keeps its slot");
+    assert_eq!(
+        rt2.free_net_slots(),
+        Some(63),
+        "the adopted sandbox keeps its slot"
+    );
     assert_eq!(rt2.net_addrs(&id).unwrap(), Some(kept));
-    assert_eq!(links_with_prefix(&prefix), vec![f.cfg.nat.as_ref().unwrap().host_link(kept.slot)]);
+    assert_eq!(
+        links_with_prefix(&prefix),
+        vec![f.cfg.nat.as_ref().unwrap().host_link(kept.slot)]
+    );
     // A new sandbox never gets the adopted one's slot.
     let mut c = f.config("sb-nat-new");
     c.network = NetworkMode::Nat;
     rt2.create(c).await.unwrap();
-    assert_ne!(rt2.net_addrs("sb-nat-new").unwrap().unwrap().slot, kept.slot);
+    assert_ne!(
+        rt2.net_addrs("sb-nat-new").unwrap().unwrap().slot,
+        kept.slot
+    );
     rt2.destroy(&id).await.unwrap();
     rt2.destroy("sb-nat-new").await.unwrap();
     assert_eq!(rt2.free_net_slots(), Some(64));
@@ -320,7 +424,10 @@ async fn force_cleanup_removes_the_veths_and_the_table() {
     assert_eq!(links_with_prefix(&prefix), Vec::<String>::new());
     let table = f.cfg.nat.as_ref().unwrap().nft_table.clone();
     let tables = host(&["nft", "list", "tables"]);
-    assert!(!tables.contains(&format!("table inet {table}\n")), "{tables}");
+    assert!(
+        !tables.contains(&format!("table inet {table}\n")),
+        "{tables}"
+    );
 }
 
 #[tokio::test]

@@ -73,12 +73,17 @@ fn nft(script: &str) -> Result<()> {
 /// Creates (or atomically replaces) the table.
 pub fn install(cfg: &NatConfig) -> Result<()> {
     let t = &cfg.nft_table;
-    nft(&format!("add table inet {t}\ndelete table inet {t}\n{}", ruleset(cfg)))
+    nft(&format!(
+        "add table inet {t}\ndelete table inet {t}\n{}",
+        ruleset(cfg)
+    ))
 }
 
 /// Removes the table if it exists.
 pub fn remove(table: &str) -> Result<()> {
-    nft(&format!("add table inet {table}\ndelete table inet {table}\n"))
+    nft(&format!(
+        "add table inet {table}\ndelete table inet {table}\n"
+    ))
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";

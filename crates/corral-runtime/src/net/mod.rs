@@ -72,7 +72,12 @@ impl NatConfig {
     pub fn validate(&self) -> Result<()> {
         let slot_digits = (self.subnet.size() / 4).saturating_sub(1).to_string().len();
         let p = &self.veth_prefix;
-        if p.is_empty() || p.len() + slot_digits > 15 || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if p.is_empty()
+            || p.len() + slot_digits > 15
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(RuntimeError::InvalidArgument(format!(
                 "veth prefix {p:?} must be lowercase letters, digits or '-', at most {} characters for {}",
                 15 - slot_digits.min(15),
@@ -80,7 +85,10 @@ impl NatConfig {
             )));
         }
         let t = &self.nft_table;
-        if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if t.is_empty()
+            || t.len() > 64
+            || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             return Err(RuntimeError::InvalidArgument(format!(
                 "nft table {t:?} must be 1-64 letters, digits or '_'"
             )));
@@ -96,7 +104,10 @@ impl NatConfig {
     /// The slot a host link name belongs to, if it is one of ours.
     pub fn slot_of_link(&self, name: &str) -> Option<u32> {
         let digits = name.strip_prefix(&self.veth_prefix)?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+        {
             return None;
         }
         digits.parse().ok()
@@ -106,7 +117,8 @@ impl NatConfig {
     pub fn resolv_conf(&self) -> String {
         match self.dns {
             Some(ip) => format!("nameserver {ip}\n"),
-            None => "# nat network without a DNS server (set one with the dataplane's --nat-dns)\n".into(),
+            None => "# nat network without a DNS server (set one with the dataplane's --nat-dns)\n"
+                .into(),
         }
     }
 }
@@ -133,7 +145,8 @@ pub(crate) fn attach(cfg: &NatConfig, a: SlotAddrs, pid: i32) -> Result<()> {
     let idx = link_index(&host).map_err(net_err(format!("find {host}")))?;
     nl.add_addr(idx, a.gateway, a.prefix)
         .map_err(net_err(format!("address {host}")))?;
-    nl.set_up(idx).map_err(net_err(format!("bring up {host}")))?;
+    nl.set_up(idx)
+        .map_err(net_err(format!("bring up {host}")))?;
     configure_inside(pid, a)
 }
 

@@ -53,7 +53,10 @@ impl Msg {
         let mut buf = vec![0u8; NLMSG_HDRLEN];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
         buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-        Msg { buf, open: Vec::new() }
+        Msg {
+            buf,
+            open: Vec::new(),
+        }
     }
 
     fn pad(&mut self) {
@@ -62,7 +65,8 @@ impl Msg {
 
     /// `struct ifinfomsg` (16 bytes).
     fn ifinfo(&mut self, index: i32, flags: u32, change: u32) -> &mut Self {
-        self.buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        self.buf
+            .extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&change.to_ne_bytes());
@@ -87,7 +91,8 @@ impl Msg {
     fn begin(&mut self, kind: u16) -> &mut Self {
         self.open.push(self.buf.len());
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         self
     }
 
@@ -158,7 +163,8 @@ impl Netlink {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // SAFETY: receiving into a buffer we own.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -209,9 +215,11 @@ impl Netlink {
     /// Adds `addr/prefix` to a link.
     pub fn add_addr(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
-        m.buf.extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
+        m.buf
+            .extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
         m.buf.extend_from_slice(&index.to_ne_bytes());
-        m.attr(IFA_LOCAL, &addr.octets()).attr(IFA_ADDRESS, &addr.octets());
+        m.attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
         self.request(m)
     }
 
@@ -229,7 +237,8 @@ impl Netlink {
             RTN_UNICAST,
         ]);
         m.buf.extend_from_slice(&0u32.to_ne_bytes());
-        m.attr(RTA_GATEWAY, &gateway.octets()).attr(RTA_OIF, &index.to_ne_bytes());
+        m.attr(RTA_GATEWAY, &gateway.octets())
+            .attr(RTA_OIF, &index.to_ne_bytes());
         self.request(m)
     }
 
@@ -265,9 +274,15 @@ impl Netlink {
                         return Ok(names);
                     }
                     RTM_NEWLINK if body.len() >= 16 => {
-                        if let Some(name) = attrs(&body[16..])
-                            .find(|(k, _)| *k == IFLA_IFNAME)
-                            .map(|(_, v)| String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned())
+                        if let Some(name) =
+                            attrs(&body[16..])
+                                .find(|(k, _)| *k == IFLA_IFNAME)
+                                .map(|(_, v)| {
+                                    String::from_utf8_lossy(
+                                        v.split(|b| *b == 0).next().unwrap_or(&[]),
+                                    )
+                                    .into_owned()
+                                })
                         {
                             names.push(name);
                         }
@@ -281,7 +296,8 @@ impl Netlink {
 
 /// The index of a link in the caller's (thread's) network namespace.
 pub fn link_index(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(io::Error::last_os_error()),
@@ -350,9 +366,14 @@ mod tests {
     fn nested_attributes_get_their_lengths_and_padding() {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK);
         m.ifinfo(0, 0, 0).attr_str(IFLA_IFNAME, "ab");
-        m.begin(IFLA_LINKINFO).attr_str(IFLA_INFO_KIND, "veth").end();
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .end();
         let buf = m.finish(7);
-        assert_eq!(u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize, buf.len());
+        assert_eq!(
+            u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize,
+            buf.len()
+        );
         assert_eq!(u32::from_ne_bytes(buf[8..12].try_into().unwrap()), 7);
         let found: Vec<(u16, Vec<u8>)> = attrs(&buf[32..]).map(|(k, v)| (k, v.to_vec())).collect();
         assert_eq!(found[0], (IFLA_IFNAME, b"ab\0".to_vec()));

@@ -48,7 +48,9 @@ impl FromStr for Ipv4Cidr {
         let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
         if prefix > SLOT_PREFIX {
-            return Err(bad("the prefix must be /30 or shorter (one /30 per sandbox)"));
+            return Err(bad(
+                "the prefix must be /30 or shorter (one /30 per sandbox)",
+            ));
         }
         if prefix < 8 {
             return Err(bad("the prefix must be /8 or longer"));
@@ -173,9 +175,22 @@ mod tests {
         let s = NetSlots::new(cidr("10.200.0.0/16"));
         assert_eq!(s.capacity(), 16_384);
         let a = s.addrs(0);
-        assert_eq!((a.gateway, a.sandbox, a.prefix), ("10.200.0.1".parse().unwrap(), "10.200.0.2".parse().unwrap(), 30));
+        assert_eq!(
+            (a.gateway, a.sandbox, a.prefix),
+            (
+                "10.200.0.1".parse().unwrap(),
+                "10.200.0.2".parse().unwrap(),
+                30
+            )
+        );
         let b = s.addrs(16_383);
-        assert_eq!((b.gateway, b.sandbox), ("10.200.255.253".parse().unwrap(), "10.200.255.254".parse().unwrap()));
+        assert_eq!(
+            (b.gateway, b.sandbox),
+            (
+                "10.200.255.253".parse().unwrap(),
+                "10.200.255.254".parse().unwrap()
+            )
+        );
     }
 
     #[test]

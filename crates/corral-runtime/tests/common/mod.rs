@@ -78,9 +78,8 @@ pub async fn nat_fixture(name: &str, prefix: u8, forwarding: bool) -> Option<Fix
         return None;
     }
     fixture_with(name, |cfg, block| {
-        let mut nat = corral_runtime::NatConfig::new(
-            format!("10.223.{block}.0/{prefix}").parse().unwrap(),
-        );
+        let mut nat =
+            corral_runtime::NatConfig::new(format!("10.223.{block}.0/{prefix}").parse().unwrap());
         nat.veth_prefix = format!("crt{block}-");
         nat.nft_table = format!("corral_test_{block}");
         nat.enable_forwarding = forwarding;
@@ -126,7 +125,10 @@ pub fn wait_no_links(prefix: &str) {
 
 /// Runs a host command and returns its stdout; panics with stderr on failure.
 pub fn host(cmd: &[&str]) -> String {
-    let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
     text(&out.stdout)
 }
