@@ -119,6 +119,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
+    a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
     config.join_token = a.join_token.clone();
     if a.host.driver == DriverKind::Sim {
@@ -156,6 +157,7 @@ fn up_auth(a: &mut UpArgs) -> anyhow::Result<String> {
 
 pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let auth_mode = up_auth(&mut a)?;
     let server = bind_server(&a.server).await?;
     let grpc_url = format!("http://{}", server.grpc_addr());
