@@ -33,6 +33,10 @@ pub struct CreateSandboxRequest {
     /// A retried create with the same key returns the first sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// `isolated` (default: loopback only) or `nat` (an `eth0` behind the
+    /// host's NAT; placed only on hosts with a free network slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `POST /v1/sandboxes/batch`: `count` plus the fields of a single create, flat.
@@ -91,6 +95,10 @@ pub struct HostView {
     pub sandboxes: u64,
     pub heartbeat_age_ms: Option<u64>,
     pub alive: bool,
+    /// `nat` sandboxes the host can still take, as the scheduler counts them
+    /// (its last report minus placements since; 0 when the mode is off).
+    #[serde(default)]
+    pub free_net_slots: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -22,4 +22,4 @@ pub mod validate;
 
 pub use command::{Command, OutboxEntry};
 pub use host::Host;
-pub use sandbox::{EndReason, Sandbox, SandboxSpec, SandboxState};
+pub use sandbox::{EndReason, NetworkMode, Sandbox, SandboxSpec, SandboxState};

@@ -14,6 +14,39 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// How a sandbox reaches the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Its own network namespace with loopback only.
+    #[default]
+    Isolated,
+    /// Loopback plus `eth0`, one end of a veth pair on its host, routed out
+    /// through the host's masquerading NAT. Needs a free network slot there.
+    Nat,
+}
+
+impl NetworkMode {
+    pub const ALL: [NetworkMode; 2] = [Self::Isolated, Self::Nat];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolated => "isolated",
+            Self::Nat => "nat",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a user asks for. Stored verbatim with the sandbox and sent to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SandboxSpec {
@@ -25,6 +58,9 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `isolated` (records written before the field existed) or `nat`.
+    #[serde(default)]
+    pub network: NetworkMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -224,6 +260,18 @@ mod tests {
         }
         assert_eq!(SandboxState::parse("bogus"), None);
         assert_eq!(serde_json::to_string(&EndReason::TtlExpired).unwrap(), "\"ttl_expired\"");
+        for m in NetworkMode::ALL {
+            assert_eq!(NetworkMode::parse(m.as_str()), Some(m));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
+        assert_eq!(NetworkMode::parse("bridge"), None);
+    }
+
+    #[test]
+    fn specs_stored_before_the_network_field_are_isolated() {
+        let old = r#"{"template":"base","cpu_millis":1000,"memory_mb":512,"ttl_s":60}"#;
+        let spec: SandboxSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.network, NetworkMode::Isolated);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::{CreateSandboxRequest, ExecRequest};
-use crate::sandbox::SandboxSpec;
+use crate::sandbox::{NetworkMode, SandboxSpec};
 
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -127,7 +127,12 @@ pub fn create_spec(
             return Err(invalid("idempotency_key must be 1-256 bytes"));
         }
     }
-    Ok(SandboxSpec { template, cpu_millis, memory_mb, ttl_s, env: req.env.clone(), labels: req.labels.clone() })
+    let network = match req.network.as_deref() {
+        None => NetworkMode::Isolated,
+        Some(s) => NetworkMode::parse(s)
+            .ok_or_else(|| invalid(format!("network must be \"isolated\" or \"nat\", got {s:?}")))?,
+    };
+    Ok(SandboxSpec { template, cpu_millis, memory_mb, ttl_s, env: req.env.clone(), labels: req.labels.clone(), network })
 }
 
 /// Checks a batch size.
@@ -187,6 +192,17 @@ mod tests {
         assert_eq!(err.code, "unknown_template");
         let req = CreateSandboxRequest { template: Some("../etc".into()), ..Default::default() };
         assert_eq!(create_spec(&req, |_| true, &Limits::default()).unwrap_err().code, "invalid_request");
+    }
+
+    #[test]
+    fn network_is_isolated_by_default_and_unknown_modes_are_refused() {
+        let l = Limits::default();
+        assert_eq!(create_spec(&CreateSandboxRequest::default(), known, &l).unwrap().network, NetworkMode::Isolated);
+        let nat = CreateSandboxRequest { network: Some("nat".into()), ..Default::default() };
+        assert_eq!(create_spec(&nat, known, &l).unwrap().network, NetworkMode::Nat);
+        let bad = CreateSandboxRequest { network: Some("bridge".into()), ..Default::default() };
+        let err = create_spec(&bad, known, &l).unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), ("invalid_request", "network must be \"isolated\" or \"nat\", got \"bridge\""));
     }
 
     #[test]

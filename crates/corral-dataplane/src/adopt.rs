@@ -200,6 +200,7 @@ mod tests {
             ttl_s: 1,
             env: Default::default(),
             labels: Default::default(),
+            network: Default::default(),
         };
         Record { spec, status }
     }

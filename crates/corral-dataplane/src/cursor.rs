@@ -190,6 +190,7 @@ mod tests {
             ttl_s: 60,
             env: Default::default(),
             labels: Default::default(),
+            network: Default::default(),
         }
     }
 

@@ -42,6 +42,7 @@ pub async fn heartbeat_loop(link: Arc<Link>, rt: Arc<Runtime>) {
                 sandboxes: rt.alive_count(),
             }),
             pools: rt.pools.status(),
+            free_net_slots: rt.driver.free_net_slots(),
         };
         match link.client.clone().heartbeat(req).await {
             Ok(resp) => {

@@ -203,6 +203,7 @@ async fn graceful(config: &DataplaneConfig, rt: &Arc<Runtime>) {
     if config.stop_sandboxes_on_shutdown {
         rt.stop_all(SHUTDOWN_REASON).await;
     }
+    rt.driver.on_shutdown().await;
     let deadline = Instant::now() + FLUSH_TIMEOUT;
     while !rt.events.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -61,5 +61,7 @@ pub fn spec_from_proto(spec: Option<corral_proto::v1::SandboxSpec>) -> SandboxSp
         ttl_s: s.ttl_s,
         env: s.env.into_iter().collect::<BTreeMap<_, _>>(),
         labels: s.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        // A mode this host does not know runs as the most restrictive one.
+        network: corral_core::NetworkMode::parse(&s.network).unwrap_or_default(),
     }
 }

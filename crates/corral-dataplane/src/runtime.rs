@@ -547,13 +547,16 @@ async fn dispatch(
 ) {
     while let Some(id) = queue.recv().await {
         let span = info_span!("sandbox", id = %id);
-        let template = rt.get(&id).map(|sb| sb.spec.template.clone()).unwrap_or_default();
-        if let Some(member) = rt.pools.take(&template) {
+        let (template, network) =
+            rt.get(&id).map(|sb| (sb.spec.template.clone(), sb.spec.network)).unwrap_or_default();
+        // Pool members are isolated: a `nat` sandbox always starts cold.
+        let pooled = network == corral_core::NetworkMode::Isolated;
+        if let Some(member) = pooled.then(|| rt.pools.take(&template)).flatten() {
             let task = rt.clone().start_one(id, StartHow::Warm { member, path: "warm" }, sem.clone());
             rt.tasks.spawn(task.instrument(span));
             continue;
         }
-        if rt.pools.may_wait(&template) {
+        if pooled && rt.pools.may_wait(&template) {
             let rt2 = rt.clone();
             let sem2 = sem.clone();
             rt.tasks.spawn(

@@ -359,6 +359,7 @@ async fn bench_native_pool() {
         ttl_s: 600,
         env: Default::default(),
         labels: Default::default(),
+        network: Default::default(),
     };
     spec.env.insert("FOO".into(), "bar".into());
     // Where a claim's time goes (on a few members claimed below anyway).

@@ -1,13 +1,18 @@
 //! `cargo bench -p corral-runtime`: cold start (sequential and bursts of 100
-//! and 1,000), host memory per idle sandbox, and exec round trip. Prints
-//! figures; asserts nothing. Needs root.
+//! and 1,000; `isolated` vs `nat` networking interleaved), host memory per
+//! idle sandbox, and exec round trip. Prints figures; asserts nothing. Needs
+//! root (and nftables for the `nat` rows: a private range and table, no
+//! traffic sent).
 //!
 //! This is also the reference for how a binary must start the spawner:
 //! `maybe_run_spawner()` first thing in `main`, before tokio exists.
 
 use std::time::{Duration, Instant};
 
-use corral_runtime::{base_template, ExecSpec, Runtime, RuntimeConfig, SandboxConfig, Template};
+use corral_runtime::{
+    base_template, ExecSpec, NatConfig, NetworkMode, Runtime, RuntimeConfig, SandboxConfig,
+    Template,
+};
 
 fn main() {
     corral_runtime::maybe_run_spawner();
@@ -21,6 +26,13 @@ fn main() {
     cfg.cgroup_parent = format!("corral-bench-{}", std::process::id());
     cfg.id_base = 3_000_000_000;
     cfg.id_slots = 2048;
+    if std::path::Path::new("/usr/sbin/nft").exists() {
+        let mut nat = NatConfig::new("10.226.0.0/20".parse().expect("range"));
+        nat.veth_prefix = "crb".into();
+        nat.nft_table = "corral_bench".into();
+        nat.enable_forwarding = false;
+        cfg.nat = Some(nat);
+    }
     let guard = Cleanup(cfg.clone(), root.clone());
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,6 +60,9 @@ async fn run(cfg: RuntimeConfig, root: &std::path::Path, quick: bool) {
     );
     baseline_fork_exec();
     sequential(&rt, &template, if quick { 50 } else { 200 }).await;
+    if rt.free_net_slots().is_some() {
+        isolated_vs_nat(&rt, &template, if quick { 50 } else { 200 }).await;
+    }
     burst(&rt, &template, 100).await;
     if !quick {
         burst(&rt, &template, 1000).await;
@@ -107,6 +122,50 @@ async fn sequential(rt: &Runtime, t: &Template, n: usize) {
     }
     report("cold start, sequential (create -> init answers)", starts);
     report("destroy, sequential", destroys);
+}
+
+/// Cold starts of `isolated` and `nat` sandboxes alternating, so both see
+/// the same load; `nat` adds the veth pair, its addresses and route, and
+/// the resolv.conf write.
+async fn isolated_vs_nat(rt: &Runtime, t: &Template, n: usize) {
+    let (mut iso, mut nat, mut nat_destroy) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        for mode in [NetworkMode::Isolated, NetworkMode::Nat] {
+            let id = format!("net-{i}-{mode:?}");
+            let mut c = config(t, id.clone());
+            c.network = mode;
+            let t0 = Instant::now();
+            rt.create(c).await.expect("create");
+            let took = t0.elapsed();
+            let t1 = Instant::now();
+            rt.destroy(&id).await.expect("destroy");
+            match mode {
+                NetworkMode::Isolated => iso.push(took),
+                NetworkMode::Nat => {
+                    nat.push(took);
+                    nat_destroy.push(t1.elapsed());
+                }
+            }
+        }
+    }
+    // Paired differences cancel load that drifts over the run.
+    let mut diff: Vec<f64> = iso
+        .iter()
+        .zip(&nat)
+        .map(|(i, n)| n.as_secs_f64() - i.as_secs_f64())
+        .collect();
+    diff.sort_by(f64::total_cmp);
+    report("cold start, isolated (interleaved with nat)", iso);
+    report("cold start, nat (veth + addresses + route)", nat);
+    println!(
+        "{:<44} n={:<5} p25={:>+8.3} ms  p50={:>+8.3} ms  p75={:>+8.3} ms",
+        "cold start, nat minus isolated (paired)",
+        diff.len(),
+        diff[diff.len() / 4] * 1e3,
+        diff[diff.len() / 2] * 1e3,
+        diff[diff.len() * 3 / 4] * 1e3
+    );
+    report("destroy, nat", nat_destroy);
 }
 
 /// CPU seconds used so far by this process and by the spawner with its

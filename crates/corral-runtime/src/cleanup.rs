@@ -10,7 +10,8 @@ use crate::config::RuntimeConfig;
 use crate::state::{self, Paths};
 
 /// Kills every sandbox recorded under `cfg.state_dir`, removes their cgroups
-/// and dirs, then the cgroup parents and the state dir itself if empty.
+/// and dirs, then the cgroup parents and the state dir itself if empty; with
+/// the `nat` mode on, also every veth carrying its prefix and its nft table.
 pub fn force_cleanup(cfg: &RuntimeConfig) {
     let layout = Layout::detect(&cfg.cgroup_parent).ok();
     for id in state::list_ids(&cfg.state_dir) {
@@ -43,4 +44,14 @@ pub fn force_cleanup(cfg: &RuntimeConfig) {
         l.remove_parents();
     }
     let _ = std::fs::remove_dir(&cfg.state_dir);
+    if let Some(nat) = &cfg.nat {
+        for (name, slot) in crate::net::host_links(nat).unwrap_or_default() {
+            if let Err(e) = crate::net::detach(nat, slot) {
+                tracing::warn!(link = %name, error = %e, "veth left behind");
+            }
+        }
+        if let Err(e) = crate::net::firewall::remove(&nat.nft_table) {
+            tracing::warn!(table = %nat.nft_table, error = %e, "nft table left behind");
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::{NatConfig, NetworkMode};
+
 /// How the runtime itself is set up (one per host / dataplane).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -31,6 +33,9 @@ pub struct RuntimeConfig {
     /// in arrival order (with everything started at once, processor sharing
     /// would make every start of a burst finish near the end). 0 = no limit.
     pub max_parallel_starts: usize,
+    /// The `nat` network mode: `None` (the default) refuses `nat` sandboxes
+    /// and touches no host networking at all.
+    pub nat: Option<NatConfig>,
 }
 
 impl RuntimeConfig {
@@ -44,6 +49,7 @@ impl RuntimeConfig {
             spawner_exe: None,
             start_timeout: Duration::from_secs(20),
             max_parallel_starts: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            nat: None,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct SandboxConfig {
     /// Landlock (best effort): when set, exec'd commands may modify files
     /// only beneath these paths (plus `/dev`). `None` = no Landlock layer.
     pub landlock_writable: Option<Vec<String>>,
+    /// Loopback only (default) or a NAT'd `eth0` (needs [`RuntimeConfig::nat`]).
+    pub network: NetworkMode,
 }
 
 impl SandboxConfig {
@@ -100,6 +108,7 @@ impl SandboxConfig {
             env: BTreeMap::new(),
             workdir: "/root".to_string(),
             landlock_writable: None,
+            network: NetworkMode::Isolated,
         }
     }
 }

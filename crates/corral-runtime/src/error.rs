@@ -33,6 +33,9 @@ pub enum RuntimeError {
     /// No free uid/gid slot is left for a new sandbox.
     #[error("no free id-map slot (all {0} in use)")]
     NoSlot(u32),
+    /// Every /30 of the `nat` range is taken by a live sandbox.
+    #[error("no free network slot (all {slots} of {range} in use)")]
+    NoNetSlot { slots: u32, range: String },
     /// An operating system call failed.
     #[error("{what}: {source}")]
     Io {

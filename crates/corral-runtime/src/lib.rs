@@ -1,7 +1,7 @@
 //! # corral-runtime — native Linux sandboxes
 //!
 //! Each sandbox is a process tree in fresh user (own uid/gid range), pid,
-//! mount, network (loopback only), uts, ipc and cgroup namespaces, in its own
+//! mount, network (loopback only, or a NAT'd veth: [`NetworkMode`]), uts, ipc and cgroup namespaces, in its own
 //! cgroup (cpu, memory, pids limits; v1, v2 or hybrid hosts), on an overlay of
 //! read-only template layers with a size-limited private writable layer,
 //! under `no_new_privs`, a reduced capability set and a seccomp filter.
@@ -49,6 +49,7 @@ mod init;
 mod landlock;
 mod mounts;
 mod namespaces;
+mod net;
 mod protocol;
 mod runtime;
 mod seccomp;
@@ -66,6 +67,7 @@ pub use config::{
 };
 pub use error::RuntimeError;
 pub use idmap::IDS_PER_SANDBOX;
+pub use net::{Ipv4Cidr, NatConfig, NetworkMode, SlotAddrs, SANDBOX_LINK};
 pub use runtime::Runtime;
 pub use spawner::{maybe_run_spawner, SPAWNER_ARG};
 pub use template::{base_template, Template};

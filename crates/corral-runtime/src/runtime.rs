@@ -17,6 +17,8 @@ use crate::config::{
 };
 use crate::error::{Result, RuntimeError};
 use crate::idmap::{SlotAllocator, IDS_PER_SANDBOX};
+use crate::net::slots::NetSlots;
+use crate::net::{self, NetworkMode, SlotAddrs};
 use crate::protocol::{InitConfig, SpawnRequest};
 use crate::spawner_client::{InitStatus, SpawnerClient};
 use crate::state::{self, Meta, Paths};
@@ -33,6 +35,8 @@ struct Entry {
     host_id_base: u32,
     paths: Paths,
     cgroup: Cgroup,
+    /// The `nat` slot it owns, if any.
+    net_slot: Option<u32>,
     exit: watch::Sender<Option<ExitInfo>>,
 }
 
@@ -62,6 +66,8 @@ struct Inner {
     spawner: tokio::sync::RwLock<Arc<SpawnerClient>>,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     slots: Mutex<SlotAllocator>,
+    /// `/30` slots of the `nat` range (`None`: the mode is off).
+    net_slots: Option<Mutex<NetSlots>>,
     /// Admission of creates, FIFO (see [`RuntimeConfig::max_parallel_starts`]).
     starts: Option<tokio::sync::Semaphore>,
 }
@@ -91,6 +97,25 @@ impl Runtime {
         create_state_dir(&cfg.state_dir)?;
         let layout = Layout::detect(&cfg.cgroup_parent)?;
         let slots = SlotAllocator::new(cfg.id_base, cfg.id_slots)?;
+        let net_slots = match &cfg.nat {
+            Some(nat) => {
+                nat.validate()?;
+                let nat2 = nat.clone();
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    net::firewall::install(&nat2)?;
+                    if nat2.enable_forwarding {
+                        net::firewall::enable_forwarding()?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+                let pool = NetSlots::new(nat.subnet);
+                tracing::info!(subnet = %nat.subnet, slots = pool.capacity(), table = %nat.nft_table, "nat network mode on");
+                Some(Mutex::new(pool))
+            }
+            None => None,
+        };
         let spawner = tokio::sync::RwLock::new(Arc::new(SpawnerClient::start(&cfg).await?));
         let starts = (cfg.max_parallel_starts > 0)
             .then(|| tokio::sync::Semaphore::new(cfg.max_parallel_starts));
@@ -100,12 +125,14 @@ impl Runtime {
             spawner,
             sandboxes: Mutex::new(HashMap::new()),
             slots: Mutex::new(slots),
+            net_slots,
             starts,
         };
         let rt = Runtime {
             inner: Arc::new(inner),
         };
         rt.adopt_all();
+        rt.remove_stray_links();
         Ok(rt)
     }
 
@@ -219,21 +246,50 @@ impl Runtime {
             },
         };
         let t_cg = started.elapsed();
-        let spawned = self.spawner().await?.spawn(req).await?;
-        let t_spawn = started.elapsed();
-        let start_time = state::process_start_time(spawned.pid).unwrap_or(0);
-        let meta = Meta {
-            id: cfg.id.clone(),
-            pid: spawned.pid,
-            start_time,
-            slot,
-            host_id_base,
-            cgroup: cgroup.clone(),
+        let net = self.take_net_slot(cfg.network)?;
+        let spawned = async {
+            let spawned = self.spawner().await?.spawn(req).await?;
+            let meta = Meta {
+                id: cfg.id.clone(),
+                pid: spawned.pid,
+                start_time: state::process_start_time(spawned.pid).unwrap_or(0),
+                slot,
+                host_id_base,
+                cgroup: cgroup.clone(),
+                net_slot: net.map(|a| a.slot),
+            };
+            paths.write_meta(&meta)?;
+            Ok::<_, RuntimeError>((spawned, meta))
+        }
+        .await;
+        let (spawned, meta) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                // Not registered yet, so no destroy will give the slot back.
+                self.release_net_slot(net.map(|a| a.slot));
+                return Err(e);
+            }
         };
-        paths.write_meta(&meta)?;
+        let t_spawn = started.elapsed();
         self.register(meta, paths.clone(), Some(spawned.exit));
+        if let Some(addrs) = net {
+            // From here on the entry owns the slot: a failure is undone by
+            // the caller's destroy.
+            self.attach_net(addrs, spawned.pid).await?;
+        }
         let t_meta = started.elapsed();
         client::ping(&paths.socket(), self.inner.cfg.start_timeout).await?;
+        if let (Some(_), Some(nat)) = (net, &self.inner.cfg.nat) {
+            // Best effort: an image may make it a symlink into a missing
+            // dir; the network works without it (names just do not resolve).
+            let conf = nat.resolv_conf();
+            if let Err(e) =
+                client::write_file(&paths.socket(), "/etc/resolv.conf", conf.as_bytes(), 0o644)
+                    .await
+            {
+                tracing::warn!(id = %cfg.id, "cannot write /etc/resolv.conf: {e}");
+            }
+        }
         tracing::debug!(
             id = %cfg.id, pid = spawned.pid, cgroup = ?t_cg, spawned = ?t_spawn, meta = ?t_meta, ready = ?started.elapsed(),
             "sandbox ready"
@@ -263,6 +319,7 @@ impl Runtime {
             host_id_base: meta.host_id_base,
             paths,
             cgroup: meta.cgroup,
+            net_slot: meta.net_slot,
             exit: tx,
         });
         lock(&self.inner.sandboxes).insert(entry.id.clone(), entry.clone());
@@ -286,6 +343,11 @@ impl Runtime {
             };
             if !lock(&self.inner.slots).reserve(meta.slot) {
                 tracing::warn!(%id, slot = meta.slot, "slot of adopted sandbox already taken");
+            }
+            if let (Some(net), Some(pool)) = (meta.net_slot, &self.inner.net_slots) {
+                if !lock(pool).reserve(net) {
+                    tracing::warn!(%id, net_slot = net, "network slot of adopted sandbox already taken");
+                }
             }
             let alive = state::init_alive(&meta);
             tracing::info!(%id, pid = meta.pid, alive, "adopting sandbox");
@@ -438,11 +500,23 @@ impl Runtime {
         tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(5)))
             .await
             .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        // A dead init's network namespace goes with it, and the kernel
+        // deletes the veth pair in that teardown, batched with others'
+        // (deleting it here costs a ~25 ms RCU wait per link, serialised on
+        // the rtnl lock). Only an init that would not die needs it done here.
+        // A slot reused before the kernel got to it is cleared by `attach`.
+        if let (Some(slot), Some(nat), false) = (e.net_slot, self.inner.cfg.nat.clone(), e.exited())
+        {
+            tokio::task::spawn_blocking(move || net::detach(&nat, slot))
+                .await
+                .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        }
         e.paths.remove()?;
         let mut map = lock(&self.inner.sandboxes);
         if map.get(id).is_some_and(|cur| Arc::ptr_eq(cur, &e)) {
             map.remove(id);
             lock(&self.inner.slots).release(e.slot);
+            self.release_net_slot(e.net_slot);
         }
         tracing::debug!(%id, "sandbox destroyed");
         Ok(())
@@ -461,6 +535,9 @@ impl Runtime {
                         nix::sys::signal::SIGKILL,
                     );
                 }
+                if let (Some(slot), Some(nat)) = (meta.net_slot, &self.inner.cfg.nat) {
+                    let _ = net::detach(nat, slot);
+                }
                 meta.cgroup
             }
             None => self.inner.layout.sandbox(id),
@@ -469,6 +546,91 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
         paths.remove()
+    }
+
+    /// Free `nat` slots, `None` when the mode is off (what the host reports
+    /// to the scheduler).
+    pub fn free_net_slots(&self) -> Option<u32> {
+        self.inner.net_slots.as_ref().map(|p| lock(p).free())
+    }
+
+    /// The `nat` addresses of a sandbox (`None` for an `isolated` one).
+    pub fn net_addrs(&self, id: &str) -> Result<Option<SlotAddrs>> {
+        let e = self.entry(id)?;
+        Ok(match (e.net_slot, &self.inner.net_slots) {
+            (Some(slot), Some(pool)) => Some(lock(pool).addrs(slot)),
+            _ => None,
+        })
+    }
+
+    fn take_net_slot(&self, mode: NetworkMode) -> Result<Option<SlotAddrs>> {
+        match (mode, &self.inner.net_slots) {
+            (NetworkMode::Isolated, _) => Ok(None),
+            (NetworkMode::Nat, Some(pool)) => lock(pool).take().map(Some),
+            (NetworkMode::Nat, None) => Err(RuntimeError::InvalidArgument(
+                "the nat network mode is not enabled on this host".into(),
+            )),
+        }
+    }
+
+    fn release_net_slot(&self, slot: Option<u32>) {
+        if let (Some(slot), Some(pool)) = (slot, &self.inner.net_slots) {
+            lock(pool).release(slot);
+        }
+    }
+
+    async fn attach_net(&self, addrs: SlotAddrs, pid: i32) -> Result<()> {
+        let Some(nat) = self.inner.cfg.nat.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || net::attach(&nat, addrs, pid))
+            .await
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))?
+    }
+
+    /// Deletes host links with this runtime's prefix that no known sandbox
+    /// owns (left by a crash between a create and its cleanup). Adoption
+    /// has reserved the slots of every sandbox found, so what is not
+    /// reserved is nobody's.
+    fn remove_stray_links(&self) {
+        let (Some(nat), Some(pool)) = (&self.inner.cfg.nat, &self.inner.net_slots) else {
+            return;
+        };
+        let links = match net::host_links(nat) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot list links: {e}");
+                return;
+            }
+        };
+        for (name, slot) in links {
+            if !lock(pool).is_used(slot) {
+                tracing::info!(link = %name, "deleting a leftover veth");
+                if let Err(e) = net::detach(nat, slot) {
+                    tracing::warn!(link = %name, "{e}");
+                }
+            }
+        }
+    }
+
+    /// Removes the `nat` firewall table when no `nat` sandbox is left (a
+    /// dataplane shutting down; live ones keep their way out for the next
+    /// runtime to adopt). Returns whether it removed it.
+    pub async fn remove_nat_if_unused(&self) -> Result<bool> {
+        let (Some(nat), Some(pool)) = (self.inner.cfg.nat.clone(), &self.inner.net_slots) else {
+            return Ok(false);
+        };
+        let in_use = {
+            let p = lock(pool);
+            p.free() < p.capacity()
+        };
+        if in_use {
+            return Ok(false);
+        }
+        tokio::task::spawn_blocking(move || net::firewall::remove(&nat.nft_table))
+            .await
+            .map_err(|e| RuntimeError::Spawner(e.to_string()))??;
+        Ok(true)
     }
 
     /// Destroys every sandbox and removes the cgroup parents if empty

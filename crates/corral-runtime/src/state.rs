@@ -25,6 +25,9 @@ pub struct Meta {
     pub slot: u32,
     pub host_id_base: u32,
     pub cgroup: Cgroup,
+    /// The `nat` slot it owns (its veth pair is named after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_slot: Option<u32>,
 }
 
 /// Paths of one sandbox's state.

@@ -30,6 +30,7 @@ fn spec() -> SandboxSpec {
         ttl_s: 86_400,
         env: [("LANG".to_string(), "C.UTF-8".to_string())].into(),
         labels: [("team".to_string(), "bench".to_string())].into(),
+        network: Default::default(),
     }
 }
 

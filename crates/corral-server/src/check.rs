@@ -51,6 +51,7 @@ mod tests {
             ttl_s: 60,
             env: Default::default(),
             labels: Default::default(),
+            network: Default::default(),
         };
         let mut sb = Sandbox::new("sb-1".into(), spec, None, 1);
         sb.state = SandboxState::Terminated;

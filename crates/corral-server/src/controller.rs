@@ -129,7 +129,7 @@ async fn writer_loop(
         let started = Instant::now();
         let (writes, drained, pool_spent, completions) = {
             let liveness = shared.liveness.read();
-            let fleet = Fleet { pools: &shared.pools, now_us, liveness: &liveness, policy: &policy };
+            let fleet = Fleet { pools: &shared.pools, net: &shared.net, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
             (coalesce(tx.writes), tx.drained_ms, tx.pool_spent, completions)
@@ -202,6 +202,7 @@ mod tests {
             ttl_s: 1,
             env: Default::default(),
             labels: Default::default(),
+            network: Default::default(),
         };
         let mut s = Sandbox::new(id.into(), spec, None, 0);
         s.state = state;

@@ -1,8 +1,8 @@
 //! Placement: which host gets a sandbox. Pure functions, no I/O.
 //!
 //! Hard filters first (a live lease, the template, room for the request's cpu
-//! and memory after overcommit, and a sandbox slot — see [`Room`]), then the
-//! score from DESIGN.md:
+//! and memory after overcommit, a sandbox slot — see [`Room`] — and a free
+//! network slot for a `nat` sandbox), then the score from DESIGN.md:
 //! `100×warm_slots + free_net_slots − 0.1×cpu_pct − 1000×stale`.
 //! A host that can take the sandbox without evicting anything always beats
 //! one that must evict an idle pool member (the vacuum), and among those the
@@ -75,11 +75,21 @@ pub fn score(c: &Candidate) -> f64 {
     100.0 * c.warm_slots as f64 + c.free_net_slots as f64 - 0.1 * c.cpu_pct - if c.stale { 1000.0 } else { 0.0 }
 }
 
-fn fits(c: &Candidate, cpu_millis: u32, memory_mb: u32) -> bool {
+/// What a sandbox needs from its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub cpu_millis: u32,
+    pub memory_mb: u32,
+    /// A `nat` sandbox takes one of the host's network slots.
+    pub net_slot: bool,
+}
+
+fn fits(c: &Candidate, need: Need) -> bool {
     c.supports_template
         && !c.expired
-        && c.free_cpu_millis >= i64::from(cpu_millis)
-        && c.free_memory_mb >= i64::from(memory_mb)
+        && c.free_cpu_millis >= i64::from(need.cpu_millis)
+        && c.free_memory_mb >= i64::from(need.memory_mb)
+        && (!need.net_slot || c.free_net_slots > 0)
         && room(c).is_some()
 }
 
@@ -94,10 +104,15 @@ fn better(a: &Candidate, b: &Candidate) -> Ordering {
 
 /// The index of the best host for a request, or `None` when nothing fits.
 pub fn pick(candidates: &[Candidate], cpu_millis: u32, memory_mb: u32) -> Option<usize> {
+    pick_for(candidates, Need { cpu_millis, memory_mb, net_slot: false })
+}
+
+/// [`pick`] for a full [`Need`] (a `nat` sandbox needs a free network slot).
+pub fn pick_for(candidates: &[Candidate], need: Need) -> Option<usize> {
     candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| fits(c, cpu_millis, memory_mb))
+        .filter(|(_, c)| fits(c, need))
         .max_by(|(_, a), (_, b)| better(a, b))
         .map(|(i, _)| i)
 }
@@ -207,5 +222,18 @@ mod tests {
         let surplus = full("c", EvictionClass::AboveBuffer);
         assert_eq!(pick(&[protected.clone(), headroom.clone(), surplus], 1, 1), Some(2));
         assert_eq!(pick(&[protected, headroom], 1, 1), Some(1));
+    }
+
+    #[test]
+    fn nat_sandboxes_need_a_free_network_slot_and_isolated_ones_do_not() {
+        let nat = Need { cpu_millis: 1, memory_mb: 1, net_slot: true };
+        let isolated = Need { net_slot: false, ..nat };
+        // The warm host would win on score, but it has no network slot left.
+        let full = host("full", 50, 0, 0.0);
+        let free = host("free", 0, 1, 0.0);
+        assert_eq!(pick_for(&[full.clone(), free.clone()], nat), Some(1));
+        assert_eq!(pick_for(&[full.clone(), free], isolated), Some(0));
+        assert_eq!(pick_for(std::slice::from_ref(&full), nat), None);
+        assert_eq!(pick_for(std::slice::from_ref(&full), isolated), Some(0));
     }
 }

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::metrics as m;
-use crate::state::decide::{Liveness, PoolView};
+use crate::state::decide::{Liveness, NetSlots, PoolView};
 use crate::state::State;
 
 pub struct Shared {
@@ -28,6 +28,8 @@ pub struct Shared {
     pub events: broadcast::Sender<StateEvent>,
     /// Ready pool sandboxes per host and template, as the scheduler sees them.
     pub pools: PoolView,
+    /// Free network slots per host, as the scheduler sees them.
+    pub net: NetSlots,
     /// The last pool status each host reported.
     pub pool_status: RwLock<HashMap<String, Vec<corral_proto::v1::PoolStatus>>>,
 }
@@ -46,6 +48,7 @@ impl Shared {
             waiters: Mutex::new(HashMap::new()),
             events: broadcast::channel(16_384).0,
             pools: PoolView::default(),
+            net: NetSlots::default(),
             pool_status: RwLock::new(HashMap::new()),
         }
     }

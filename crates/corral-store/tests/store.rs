@@ -11,6 +11,7 @@ fn spec() -> SandboxSpec {
         ttl_s: 60,
         env: Default::default(),
         labels: Default::default(),
+        network: Default::default(),
     }
 }
 

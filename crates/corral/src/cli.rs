@@ -189,6 +189,8 @@ pub struct HostArgs {
     /// them (a slow host, for fault tests of the outbox backlog).
     #[arg(long, env = "CORRAL_DEBUG_ACK_DELAY_MS", default_value_t = 0, hide = true)]
     pub debug_ack_delay_ms: u64,
+    #[command(flatten)]
+    pub nat: crate::cmd::nat_args::NatArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -277,6 +279,10 @@ pub struct CreateArgs {
     /// Retrying with the same key returns the same sandbox.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// `isolated` (default: loopback only) or `nat` (an eth0 behind its
+    /// host's NAT; needs a host started with --nat).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
     /// Wait until the sandbox runs (or fails).
     #[arg(long)]
     pub wait: bool,

@@ -239,4 +239,15 @@ pub trait Driver: Send + Sync + 'static {
     fn discover_members(&self) -> BoxFuture<'_, Result<Vec<String>, DriverError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Network slots left for `nat` sandboxes (0: the driver or the host
+    /// does not offer the mode). Reported with every heartbeat.
+    fn free_net_slots(&self) -> u32 {
+        0
+    }
+
+    /// The dataplane is exiting: undo host-wide setup nothing needs any more.
+    fn on_shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }

@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use corral_core::SandboxSpec;
 use super::claims::ClaimLog;
-use corral_runtime::{ExecEvent, ExitInfo, Runtime, RuntimeConfig, RuntimeError, SandboxConfig, Template};
+use corral_runtime::{
+    ExecEvent, ExitInfo, NatConfig, NetworkMode, Runtime, RuntimeConfig, RuntimeError, SandboxConfig, Template,
+};
 
 use super::{BoxFuture, Discovered, Driver, DriverError, ExecChunk, ExecChunks, ExecOutput, ExecSpec, Exit, Started};
 
@@ -48,6 +50,9 @@ pub struct NativeConfig {
     /// The executable run as the spawner (`None`: this binary, which must
     /// call `corral_runtime::maybe_run_spawner` first thing in `main`).
     pub spawner_exe: Option<PathBuf>,
+    /// The `nat` network mode (`None`: off; `nat` sandboxes fail to start
+    /// and the host reports no network slot, so the server sends none).
+    pub nat: Option<NatConfig>,
 }
 
 impl NativeConfig {
@@ -64,6 +69,7 @@ impl NativeConfig {
             pids_max: 1024,
             disk_mb: 1024,
             spawner_exe: None,
+            nat: None,
         }
     }
 }
@@ -127,6 +133,7 @@ impl NativeDriver {
         let mut rc = RuntimeConfig::new(config.runtime_dir.join("state"));
         rc.cgroup_parent = config.cgroup_parent.clone();
         rc.spawner_exe = config.spawner_exe.clone();
+        rc.nat = config.nat.clone();
         let rt = Runtime::new(rc).await.map_err(driver_error)?;
         let pool_dir = config.runtime_dir.join("pool");
         std::fs::create_dir_all(&pool_dir).map_err(|e| DriverError::io(format!("create {}", pool_dir.display()), e))?;
@@ -255,6 +262,10 @@ impl Driver for NativeDriver {
             cfg.disk_mb = self.config.disk_mb;
             // The request's env wins over the image's.
             cfg.env.extend(spec.env.clone());
+            cfg.network = match spec.network {
+                corral_core::NetworkMode::Isolated => NetworkMode::Isolated,
+                corral_core::NetworkMode::Nat => NetworkMode::Nat,
+            };
             self.rt.create(cfg).await.map_err(driver_error)?;
             Ok(self.exit_watch(id))
         })
@@ -445,6 +456,22 @@ impl Driver for NativeDriver {
             self.rt.destroy(member).await.map_err(driver_error)?;
             let _ = std::fs::remove_file(self.pool_marker(member));
             Ok(())
+        })
+    }
+
+    fn free_net_slots(&self) -> u32 {
+        self.rt.free_net_slots().unwrap_or(0)
+    }
+
+    fn on_shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Live nat sandboxes (left for the next dataplane to adopt) keep
+            // their way out; with none left the table goes.
+            match self.rt.remove_nat_if_unused().await {
+                Ok(true) => tracing::info!("removed the nat firewall table"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot remove the nat firewall table: {e}"),
+            }
         })
     }
 

@@ -13,6 +13,9 @@ use corral_runtime::{
 
 pub struct Fixture {
     pub rt: Runtime,
+    /// This test process's id block (0..256), unique among running tests:
+    /// also picks its private `nat` range and names.
+    pub block: u32,
     pub cfg: RuntimeConfig,
     pub template: Template,
     pub dir: tempfile::TempDir,
@@ -63,6 +66,78 @@ fn claim_id_block() -> (u32, std::fs::File) {
 
 /// Returns the fixture, or None (after printing why) when the host cannot run it.
 pub async fn fixture(name: &str) -> Option<Fixture> {
+    fixture_with(name, |_, _| {}).await
+}
+
+/// A fixture with the `nat` mode on, over this test's own range
+/// `10.223.<block>.0/<prefix>`, veth prefix `crt<block>-` and nft table
+/// `corral_test_<block>`; forwarding left alone unless asked for.
+pub async fn nat_fixture(name: &str, prefix: u8, forwarding: bool) -> Option<Fixture> {
+    if which("nft").is_none() {
+        eprintln!("SKIP {name}: nft is not installed");
+        return None;
+    }
+    fixture_with(name, |cfg, block| {
+        let mut nat =
+            corral_runtime::NatConfig::new(format!("10.223.{block}.0/{prefix}").parse().unwrap());
+        nat.veth_prefix = format!("crt{block}-");
+        nat.nft_table = format!("corral_test_{block}");
+        nat.enable_forwarding = forwarding;
+        cfg.nat = Some(nat);
+    })
+    .await
+}
+
+/// The path of a program on the usual sbin/bin dirs.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| p.exists())
+}
+
+/// Names of the host's links starting with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (up to 20 s) until no host link starts with `prefix`: links of
+/// ended sandboxes go with their network namespace, which the kernel tears
+/// down in the background.
+pub fn wait_no_links(prefix: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !links_with_prefix(prefix).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links left: {:?}",
+            links_with_prefix(prefix)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a host command and returns its stdout; panics with stderr on failure.
+pub fn host(cmd: &[&str]) -> String {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Like [`fixture`], after `adjust` changed the runtime config (given the block).
+pub async fn fixture_with(
+    name: &str,
+    adjust: impl FnOnce(&mut RuntimeConfig, u32),
+) -> Option<Fixture> {
     if let Some(why) = skip_reason() {
         eprintln!("SKIP {name}: {why}");
         return None;
@@ -82,10 +157,18 @@ pub async fn fixture(name: &str) -> Option<Fixture> {
     cfg.id_base = 1_200_000_000 + block * 64 * 65_536;
     cfg.id_slots = 64;
     cfg.spawner_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_corral-runtime-helper")));
+    adjust(&mut cfg, block);
     let template = base_template(&dir.path().join("templates")).unwrap();
-    let rt = Runtime::new(cfg.clone()).await.unwrap();
+    let rt = match Runtime::new(cfg.clone()).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            corral_runtime::force_cleanup(&cfg);
+            panic!("runtime: {e}");
+        }
+    };
     Some(Fixture {
         rt,
+        block,
         cfg,
         template,
         dir,

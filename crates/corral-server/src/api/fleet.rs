@@ -17,7 +17,8 @@ pub async fn hosts(State(app): State<AppState>) -> Json<HostList> {
     let now = now_us / 1000;
     let st = app.shared.committed.read();
     let live = app.shared.liveness.read();
-    let fleet = Fleet { pools: &app.shared.pools, now_us, liveness: &live, policy: &app.policy };
+    let fleet = Fleet { pools: &app.shared.pools, net: &app.shared.net, now_us, liveness: &live, policy: &app.policy };
+    let net = app.shared.net.lock();
     let hosts = st
         .hosts
         .values()
@@ -27,6 +28,7 @@ pub async fn hosts(State(app): State<AppState>) -> Json<HostList> {
             sandboxes: hs.live.len() as u64,
             heartbeat_age_ms: live.get(&hs.host.id).map(|l| now.saturating_sub(l.last_seen_ms)),
             alive: !fleet.expired(&hs.host.id),
+            free_net_slots: net.get(&hs.host.id).copied().unwrap_or(0).max(0) as u64,
         })
         .collect();
     Json(HostList { hosts })

@@ -197,6 +197,7 @@ impl Control for ControlService {
         }
         self.touch(&r.host_id, r.usage.map(|u| u.cpu_pct as f64));
         self.record_pools(&r.host_id, r.pools);
+        self.shared.net.lock().insert(r.host_id.clone(), i64::from(r.free_net_slots));
         let acked_event_seq = r.events.iter().map(|e| e.seq).max().unwrap_or(0);
         let events: Vec<_> = r.events.into_iter().filter_map(event_from_pb).collect();
         if !events.is_empty() {

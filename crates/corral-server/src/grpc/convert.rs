@@ -14,6 +14,7 @@ pub fn spec_to_pb(s: &SandboxSpec) -> pb::SandboxSpec {
         ttl_s: s.ttl_s,
         env: s.env.clone().into_iter().collect(),
         labels: s.labels.clone().into_iter().collect(),
+        network: s.network.as_str().to_string(),
     }
 }
 

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 
 use corral_core::pool::{first_eviction, EvictionClass, PoolSpec};
-use corral_core::{Command, EndReason, Host, OutboxEntry, Sandbox, SandboxSpec, SandboxState};
+use corral_core::{Command, EndReason, Host, NetworkMode, OutboxEntry, Sandbox, SandboxSpec, SandboxState};
 use corral_store::Write;
 
 use super::State;
-use crate::scheduler::{self, Candidate, Room};
+use crate::scheduler::{self, Candidate, Need, Room};
 
 /// Tunables of placement and liveness.
 #[derive(Debug, Clone)]
@@ -104,9 +104,15 @@ pub fn return_pool_members(pools: &PoolView, spent: &[(String, String)]) {
     }
 }
 
+/// Free network slots (for `nat` sandboxes) the server believes each host
+/// has: set from every heartbeat, decremented by each `nat` placement, like
+/// the pool view, so a burst does not overbook a host.
+pub type NetSlots = parking_lot::Mutex<HashMap<String, i64>>;
+
 /// The world outside the state at the moment of a decision.
 pub struct Fleet<'a> {
     pub pools: &'a PoolView,
+    pub net: &'a NetSlots,
     /// The moment of the decision, µs since the epoch.
     pub now_us: u64,
     pub liveness: &'a HashMap<String, Liveness>,
@@ -208,6 +214,7 @@ pub fn create(
 
 fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candidate<'s>> {
     let pools = fleet.pools.lock();
+    let net = fleet.net.lock();
     state
         .hosts
         .values()
@@ -223,7 +230,7 @@ fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candid
                 expired: fleet.expired(&hs.host.id),
                 stale: age > 2 * fleet.policy.heartbeat_interval_ms.max(1),
                 warm_slots: host_pools.and_then(|t| t.get(template)).map_or(0, |p| p.ready.max(0) as u64),
-                free_net_slots: 0,
+                free_net_slots: net.get(&hs.host.id).copied().unwrap_or(0).max(0) as u64,
                 cpu_pct: fleet.liveness.get(&hs.host.id).map(|l| l.cpu_pct).unwrap_or(0.0),
                 free_cpu_millis: cpu_cap - hs.allocated_cpu_millis as i64,
                 free_memory_mb: mem_cap - hs.allocated_memory_mb as i64,
@@ -241,7 +248,13 @@ fn candidates<'s>(state: &'s State, fleet: &Fleet, template: &str) -> Vec<Candid
 fn choose_host(state: &State, fleet: &Fleet, sb: &Sandbox) -> Option<(String, Room)> {
     let mut cands = candidates(state, fleet, &sb.spec.template);
     cands.retain(|c| Some(c.id) != sb.rerouted_from.as_deref());
-    let best = &cands[scheduler::pick(&cands, sb.spec.cpu_millis, sb.spec.memory_mb)?];
+    let nat = sb.spec.network == NetworkMode::Nat;
+    if nat {
+        // A `nat` sandbox never claims a pool member (members are isolated).
+        cands.iter_mut().for_each(|c| c.warm_slots = 0);
+    }
+    let need = Need { cpu_millis: sb.spec.cpu_millis, memory_mb: sb.spec.memory_mb, net_slot: nat };
+    let best = &cands[scheduler::pick_for(&cands, need)?];
     Some((best.id.to_string(), scheduler::room(best)?))
 }
 
@@ -273,6 +286,11 @@ fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
     };
     if let Some(spent) = spend_room(fleet, &host, &sb.spec.template, room) {
         tx.pool_spent.push((host.clone(), spent));
+    }
+    if sb.spec.network == NetworkMode::Nat {
+        if let Some(slots) = fleet.net.lock().get_mut(&host) {
+            *slots -= 1;
+        }
     }
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
     sb.state = SandboxState::Enqueued;

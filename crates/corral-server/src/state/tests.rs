@@ -16,6 +16,7 @@ fn spec() -> SandboxSpec {
         ttl_s: 3600,
         env: Default::default(),
         labels: Default::default(),
+        network: Default::default(),
     }
 }
 
@@ -24,6 +25,7 @@ struct World {
     live: HashMap<String, Liveness>,
     policy: Policy,
     pools: PoolView,
+    net: NetSlots,
     now: u64,
 }
 
@@ -34,13 +36,14 @@ impl World {
             live: HashMap::new(),
             policy: Policy::default(),
             pools: PoolView::default(),
+            net: NetSlots::default(),
             now: 1_000_000,
         }
     }
 
     /// Runs one decision and returns the writes it made.
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
-        let fleet = Fleet { pools: &self.pools, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { pools: &self.pools, net: &self.net, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         (r, tx.writes)
@@ -394,6 +397,30 @@ fn the_vacuum_evicts_the_cheapest_idle_member_and_never_overbooks() {
     assert_eq!(w.pools.lock()["b"]["q"].ready, 0);
     assert_eq!(w.pools.lock()["a"]["p"].ready, 0);
     assert_eq!(w.sb("sb-6").state, SandboxState::Pending);
+}
+
+#[test]
+fn nat_creates_go_only_where_network_slots_are_and_each_takes_one() {
+    let mut w = World::new();
+    w.add_host("h1");
+    w.add_host("h2");
+    w.net.lock().insert("h1".into(), 0);
+    w.net.lock().insert("h2".into(), 2);
+    // Warm slots on h1 do not draw a nat sandbox (pool members are isolated).
+    w.set_pools("h1", &[("base", 5, 0, 0)]);
+    let nat = SandboxSpec { network: corral_core::NetworkMode::Nat, ..spec() };
+    for i in 0..3 {
+        w.run(|tx, f| create(tx, f, format!("nat-{i}"), nat.clone(), None)).0.unwrap();
+    }
+    assert_eq!(w.sb("nat-0").host.as_deref(), Some("h2"));
+    assert_eq!(w.sb("nat-1").host.as_deref(), Some("h2"));
+    assert_eq!(w.sb("nat-2").state, SandboxState::Pending, "no host has a network slot left");
+    assert_eq!(w.net.lock()["h2"], 0);
+    assert_eq!(w.pools.lock()["h1"]["base"].ready, 5, "nat placements take no warm slot");
+    // Isolated creates ignore network slots altogether.
+    w.create("iso-0");
+    assert_eq!(w.sb("iso-0").host.as_deref(), Some("h1"));
+    assert_eq!(w.pools.lock()["h1"]["base"].ready, 4);
 }
 
 #[test]

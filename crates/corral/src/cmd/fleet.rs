@@ -12,12 +12,15 @@ pub async fn hosts(a: ClientArgs) -> anyhow::Result<ExitCode> {
         print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:>6} {:>9} {:>8} {:>10} {:<6}", "HOST", "ALIVE", "SANDBOXES", "BACKLOG", "HEARTBEAT", "EPOCH");
+    println!(
+        "{:<24} {:>6} {:>9} {:>8} {:>10} {:<6} {:>9}",
+        "HOST", "ALIVE", "SANDBOXES", "BACKLOG", "HEARTBEAT", "EPOCH", "NET_SLOTS"
+    );
     for h in list.hosts {
         let age = h.heartbeat_age_ms.map(|ms| format!("{ms}ms ago")).unwrap_or_else(|| "never".into());
         println!(
-            "{:<24} {:>6} {:>9} {:>8} {:>10} {:<6}",
-            h.host.id, h.alive, h.sandboxes, h.outbox_backlog, age, h.host.epoch
+            "{:<24} {:>6} {:>9} {:>8} {:>10} {:<6} {:>9}",
+            h.host.id, h.alive, h.sandboxes, h.outbox_backlog, age, h.host.epoch, h.free_net_slots
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 pub mod bench;
 mod check;
 mod fleet;
+pub mod nat_args;
 mod pool;
 mod sandbox;
 mod serve;

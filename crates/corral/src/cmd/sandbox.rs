@@ -44,6 +44,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         env: parse_pairs(&a.env, "--env")?,
         labels: parse_pairs(&a.labels, "--label")?,
         idempotency_key: a.idempotency_key.clone(),
+        network: a.network.clone(),
     };
     if a.count > 1 {
         let ids = c.create_batch(a.count, &req).await?;

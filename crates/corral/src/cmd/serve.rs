@@ -71,11 +71,16 @@ fn native_config(h: &HostArgs) -> NativeConfig {
 
 /// Builds the driver the flags ask for.
 async fn driver(h: &HostArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>> {
+    let nat = h.nat.config()?;
+    anyhow::ensure!(
+        nat.is_none() || h.driver == DriverKind::Native,
+        "the nat network mode (--nat, --nat-subnet) needs the native driver"
+    );
     Ok(match h.driver {
         DriverKind::Process => Arc::new(ProcessDriver::new(&corral_dataplane::prepare_data_dir(data_dir)?)),
         DriverKind::Sim => Arc::new(corral_dataplane::driver::sim::SimDriver::new(std::time::Duration::ZERO)),
         DriverKind::Native => {
-            let d = NativeDriver::new(native_config(h)).await.context(
+            let d = NativeDriver::new(NativeConfig { nat, ..native_config(h) }).await.context(
                 "starting the native sandbox runtime (it needs root; `--driver process` runs without isolation)",
             )?;
             Arc::new(d)
@@ -120,6 +125,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
+    a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host)?;
     config.join_token = a.join_token.clone();
     // One simulated host given its own id runs like any dataplane.
@@ -159,6 +165,7 @@ fn up_auth(a: &mut UpArgs) -> anyhow::Result<String> {
 
 pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let auth_mode = up_auth(&mut a)?;
     let server = bind_server(&a.server).await?;
     let grpc_url = format!("http://{}", server.grpc_addr());

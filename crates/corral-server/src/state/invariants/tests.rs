@@ -18,6 +18,7 @@ fn spec() -> SandboxSpec {
         ttl_s: 3600,
         env: Default::default(),
         labels: Default::default(),
+        network: Default::default(),
     }
 }
 
@@ -28,6 +29,7 @@ struct World {
     live: HashMap<String, Liveness>,
     policy: Policy,
     pools: PoolView,
+    net: NetSlots,
     now_ms: u64,
 }
 
@@ -39,12 +41,13 @@ impl World {
             live: HashMap::new(),
             policy: Policy::default(),
             pools: PoolView::default(),
+            net: NetSlots::default(),
             now_ms: 1_000_000,
         }
     }
 
     fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> R {
-        let fleet = Fleet { pools: &self.pools, now_us: self.now_ms * 1000, liveness: &self.live, policy: &self.policy };
+        let fleet = Fleet { pools: &self.pools, net: &self.net, now_us: self.now_ms * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
         self.store.commit(&tx.writes).expect("memory commit");
