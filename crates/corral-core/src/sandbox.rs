@@ -63,6 +63,22 @@ pub struct SandboxSpec {
     pub network: NetworkMode,
 }
 
+/// What an empty create request resolves to (the documented REST defaults).
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        use crate::validate::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DEFAULT_TTL_S};
+        SandboxSpec {
+            template: DEFAULT_TEMPLATE.to_string(),
+            cpu_millis: DEFAULT_CPU_MILLIS as u32,
+            memory_mb: DEFAULT_MEMORY_MB as u32,
+            ttl_s: DEFAULT_TTL_S as u32,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            network: NetworkMode::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {

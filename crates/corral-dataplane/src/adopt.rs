@@ -198,9 +198,7 @@ mod tests {
             cpu_millis: 1,
             memory_mb: 1,
             ttl_s: 1,
-            env: Default::default(),
-            labels: Default::default(),
-            network: Default::default(),
+            ..Default::default()
         };
         Record { spec, status }
     }

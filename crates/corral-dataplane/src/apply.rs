@@ -190,9 +190,7 @@ mod tests {
             cpu_millis: 100,
             memory_mb: 64,
             ttl_s: 60,
-            env: Default::default(),
-            labels: Default::default(),
-            network: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -357,9 +357,7 @@ async fn bench_native_pool() {
         cpu_millis: 500,
         memory_mb: 128,
         ttl_s: 600,
-        env: Default::default(),
-        labels: Default::default(),
-        network: Default::default(),
+        ..Default::default()
     };
     spec.env.insert("FOO".into(), "bar".into());
     // Where a claim's time goes (on a few members claimed below anyway).

@@ -200,9 +200,7 @@ mod tests {
             cpu_millis: 1,
             memory_mb: 1,
             ttl_s: 1,
-            env: Default::default(),
-            labels: Default::default(),
-            network: Default::default(),
+            ..Default::default()
         };
         let mut s = Sandbox::new(id.into(), spec, None, 0);
         s.state = state;

@@ -16,9 +16,7 @@ fn main() {
         cpu_millis: 1000,
         memory_mb: 512,
         ttl_s: 900,
-        env: Default::default(),
-        labels: Default::default(),
-        network: Default::default(),
+        ..Default::default()
     };
     println!("{:>8} {:>10} {:>14} {:>12}", "batch", "rows", "rows/s", "commit p50");
     for batch in [1usize, 16, 128, 1024] {

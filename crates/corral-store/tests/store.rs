@@ -9,9 +9,7 @@ fn spec() -> SandboxSpec {
         cpu_millis: 1000,
         memory_mb: 512,
         ttl_s: 60,
-        env: Default::default(),
-        labels: Default::default(),
-        network: Default::default(),
+        ..Default::default()
     }
 }
 

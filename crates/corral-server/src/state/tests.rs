@@ -14,9 +14,7 @@ fn spec() -> SandboxSpec {
         cpu_millis: 1000,
         memory_mb: 512,
         ttl_s: 3600,
-        env: Default::default(),
-        labels: Default::default(),
-        network: Default::default(),
+        ..Default::default()
     }
 }
 

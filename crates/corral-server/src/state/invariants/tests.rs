@@ -16,9 +16,7 @@ fn spec() -> SandboxSpec {
         cpu_millis: 100,
         memory_mb: 64,
         ttl_s: 3600,
-        env: Default::default(),
-        labels: Default::default(),
-        network: Default::default(),
+        ..Default::default()
     }
 }
 
