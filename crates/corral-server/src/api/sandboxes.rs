@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use corral_core::api::{
     BatchCreateRequest, BatchCreateResponse, CreateSandboxRequest, ErrorBody, ErrorDetail, ExecExit, ExecRequest,
     ExecResponse, ExecStreamEvent, SandboxList,
@@ -19,10 +19,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
+use super::gate::Caller;
 use super::json::{body_bytes, parse, ApiJson, ApiQuery};
 use super::AppState;
 use crate::metrics as m;
 use crate::state::decide::{self, CreateOutcome};
+use crate::state::quota::Quota;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -49,6 +51,7 @@ fn wait_timeout(p: &CreateParams) -> Result<Option<Duration>, ApiError> {
               (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(params): ApiQuery<CreateParams>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<Response, ApiError> {
@@ -56,15 +59,19 @@ pub async fn create(
     let spec = validate::create_spec(&req, |t| app.template_known(t), &app.limits)?;
     let key = req.idempotency_key.clone();
     let id = new_sandbox_id();
+    let (owner, max_live) = quota_of(&app, caller);
     let outcome = app
         .controller
         .run(move |tx, f| {
             let t = Instant::now();
-            let r = decide::create(tx, f, id, spec, key);
+            let quota = Quota { owner: &owner, max_live };
+            let r = decide::create_owned(tx, f, quota, vec![(id, spec, key)]);
             m::record_schedule(t.elapsed());
             r
         })
-        .await??;
+        .await??
+        .pop()
+        .ok_or_else(|| ApiError::unavailable("the create was not decided"))??;
     let (status, mut sb) = match outcome {
         CreateOutcome::Created(sb) => (StatusCode::CREATED, sb),
         CreateOutcome::Replayed(sb) => (StatusCode::OK, sb),
@@ -74,6 +81,12 @@ pub async fn create(
     }
     m::record_http(status.as_u16());
     Ok((status, Json(sb)).into_response())
+}
+
+/// The owner a create is recorded and counted under, and its limit.
+fn quota_of(app: &AppState, caller: Option<Extension<Caller>>) -> (String, Option<usize>) {
+    let owner = caller.map(|Extension(Caller(o))| o).unwrap_or_else(|| corral_core::auth::ANONYMOUS.to_string());
+    (owner, app.gate.max_live_per_token)
 }
 
 async fn wait_settled(app: &AppState, id: &str, limit: Duration) -> Option<Sandbox> {
@@ -91,6 +104,7 @@ async fn wait_settled(app: &AppState, id: &str, limit: Duration) -> Option<Sandb
 #[utoipa::path(post, path = "/v1/sandboxes/batch", request_body = BatchCreateRequest,
     responses((status = 201, body = BatchCreateResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (owner, max_live) = quota_of(&app, req.extensions().get::<Caller>().cloned().map(Extension));
     let bytes = body_bytes(req, &()).await?;
     let mut obj: serde_json::Map<String, serde_json::Value> = parse(&bytes)?;
     let count = obj
@@ -109,11 +123,11 @@ pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<R
         .controller
         .run(move |tx, f| {
             let t = Instant::now();
-            let r: Vec<_> = items.into_iter().map(|(id, spec, key)| decide::create(tx, f, id, spec, key)).collect();
+            let r = decide::create_owned(tx, f, Quota { owner: &owner, max_live }, items);
             m::record_schedule(t.elapsed());
             r
         })
-        .await?;
+        .await??;
     let mut ids = Vec::with_capacity(results.len());
     for r in results {
         ids.push(match r? {

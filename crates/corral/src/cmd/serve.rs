@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use corral_dataplane::DataplaneConfig;
 use corral_server::state::decide::Policy;
+use corral_server::tls::TlsFiles;
 use corral_server::{Server, ServerConfig};
 
 use std::sync::Arc;
@@ -32,6 +33,11 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
         api_tokens: a.tokens.clone(),
         join_token: a.join_token.clone(),
         rate_limit_per_s: a.rate_limit,
+        max_live_per_token: a.max_live_per_token.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        },
         ..ServerConfig::default()
     }
 }
@@ -116,6 +122,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host);
     config.join_token = a.join_token.clone();
+    config.server_ca = a.ca.clone();
     if a.host.driver == DriverKind::Sim {
         let delay = std::time::Duration::from_millis(a.sim_start_ms);
         corral_dataplane::driver::sim::run_hosts(config, a.hosts, delay, super::shutdown_signal())
@@ -126,6 +133,16 @@ pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     run_dataplane(config, a.host.clone(), super::shutdown_signal()).await?;
     tracing::info!("dataplane stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a local client reaches a listener: loopback for a wildcard address
+/// (so a TLS certificate for 127.0.0.1 matches what is dialled).
+fn dialable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// `corral up` on loopback is open, like a development agent; with `--auth`
@@ -153,10 +170,12 @@ pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let auth_mode = up_auth(&mut a)?;
     let server = bind_server(&a.server).await?;
-    let grpc_url = format!("http://{}", server.grpc_addr());
-    let api_url = format!("http://{}", server.http_addr());
+    let scheme = server.scheme();
+    let grpc_url = format!("{scheme}://{}", dialable(server.grpc_addr()));
+    let api_url = format!("{scheme}://{}", dialable(server.http_addr()));
     let mut dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host);
     dp_config.join_token = a.server.join_token.clone();
+    dp_config.server_ca = a.ca.clone().or_else(|| a.server.tls_cert.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

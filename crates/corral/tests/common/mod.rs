@@ -145,6 +145,11 @@ pub struct Cluster {
     pub server: Option<Proc>,
     pub dataplane: Option<Proc>,
     pub client: Client,
+    /// `https` for a cluster serving TLS, else `http`.
+    pub scheme: &'static str,
+    /// More flags for `corral server` and `corral dataplane` (split clusters).
+    pub extra_server_args: Vec<String>,
+    pub extra_dataplane_args: Vec<String>,
 }
 
 impl Cluster {
@@ -157,7 +162,19 @@ impl Cluster {
         let api_port = free_port();
         let grpc_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
-        Cluster { dir, driver, extra_up_args: Vec::new(), api_port, grpc_port, server: None, dataplane: None, client }
+        Cluster {
+            dir,
+            driver,
+            extra_up_args: Vec::new(),
+            api_port,
+            grpc_port,
+            server: None,
+            dataplane: None,
+            client,
+            scheme: "http",
+            extra_server_args: Vec::new(),
+            extra_dataplane_args: Vec::new(),
+        }
     }
 
     pub fn runtime_dir(&self) -> PathBuf {
@@ -187,7 +204,7 @@ impl Cluster {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.api_port)
     }
 
     pub fn server_dir(&self) -> PathBuf {
@@ -255,11 +272,17 @@ impl Cluster {
     /// A server and a process-driver dataplane, separately killable, with
     /// authentication on (as `corral server` requires).
     pub async fn split() -> Cluster {
-        let mut c = Cluster::new(Driver::Process);
-        c.client = Client::new(&c.url(), Some(API_TOKEN.into())).expect("client");
+        let mut c = Cluster::prepare_split();
         c.start_server();
         c.start_dataplane();
         c.wait_ready().await;
+        c
+    }
+
+    /// A split cluster not started yet (to add flags first).
+    pub fn prepare_split() -> Cluster {
+        let mut c = Cluster::new(Driver::Process);
+        c.client = Client::new(&c.url(), Some(API_TOKEN.into())).expect("client");
         c
     }
 
@@ -272,6 +295,8 @@ impl Cluster {
             "server", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc,
             "--token", API_TOKEN, "--join-token", JOIN_TOKEN,
         ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(self.extra_server_args.iter().map(String::as_str));
         self.server = Some(Proc::spawn(&args, &log));
     }
 
@@ -283,7 +308,7 @@ impl Cluster {
     /// cluster's own, in `dataplane_dir()`).
     pub fn start_dataplane_as(&self, host: &str, join_token: &str) -> Proc {
         let dir = if host == "h1" { self.dataplane_dir() } else { self.dir.path().join(format!("dataplane-{host}")) };
-        let server = format!("http://127.0.0.1:{}", self.grpc_port);
+        let server = format!("{}://127.0.0.1:{}", self.scheme, self.grpc_port);
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("dataplane-{n}.log"));
         let mut args: Vec<String> =
@@ -292,6 +317,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
         args.extend(self.driver_args());
+        args.extend(self.extra_dataplane_args.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn(&args, &log)
     }
