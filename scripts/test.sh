@@ -4,7 +4,8 @@
 # isolation tests (they skip, saying so, without root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh python3 iproute2 bubblewrap podman runc debootstrap
+scripts/setup.sh python3 python3-venv iproute2 bubblewrap podman runc debootstrap
+scripts/setup-schemathesis.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/corral-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -30,25 +30,33 @@ use crate::state::quota::Quota;
 #[into_params(parameter_in = Query)]
 pub struct CreateParams {
     /// `running`: answer once the sandbox runs or has ended.
+    #[param(pattern = "^running$")]
     wait: Option<String>,
     /// How long `wait` may take, in seconds (default 60, at most 600).
+    #[param(minimum = 1, maximum = 600)]
     wait_timeout_s: Option<u64>,
 }
 
 fn wait_timeout(p: &CreateParams) -> Result<Option<Duration>, ApiError> {
+    let secs = p.wait_timeout_s.unwrap_or(60);
+    if !(1..=600).contains(&secs) {
+        return Err(ApiError::bad_request(format!("wait_timeout_s must be between 1 and 600, got {secs}")));
+    }
     match p.wait.as_deref() {
         None => Ok(None),
-        Some("running") => Ok(Some(Duration::from_secs(p.wait_timeout_s.unwrap_or(60).clamp(1, 600)))),
+        Some("running") => Ok(Some(Duration::from_secs(secs))),
         Some(other) => Err(ApiError::bad_request(format!("wait must be \"running\", got {other:?}"))),
     }
 }
 
 /// Create a sandbox.
-#[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest, params(CreateParams),
+#[utoipa::path(post, path = "/v1/sandboxes", request_body(content = Option<CreateSandboxRequest>, description = "optional: an empty body is `{}`"), params(CreateParams),
     responses((status = 201, body = Sandbox, description = "created"),
               (status = 200, body = Sandbox, description = "idempotent replay"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown template"),
-              (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 409, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "over the token's live-sandbox limit"),
+              (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -102,7 +110,10 @@ async fn wait_settled(app: &AppState, id: &str, limit: Duration) -> Option<Sandb
 
 /// Create `count` sandboxes of one spec in one call.
 #[utoipa::path(post, path = "/v1/sandboxes/batch", request_body = BatchCreateRequest,
-    responses((status = 201, body = BatchCreateResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = BatchCreateResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody, description = "unknown template"), (status = 409, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "over the token's live-sandbox limit"),
+              (status = 503, body = ErrorBody)))]
 pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (owner, max_live) = quota_of(&app, req.extensions().get::<Caller>().cloned().map(Extension));
     let bytes = body_bytes(req, &()).await?;
@@ -144,6 +155,7 @@ pub struct ListParams {
     /// Only sandboxes in this state.
     state: Option<String>,
     /// Only sandboxes with this label, as `key=value`.
+    #[param(pattern = "=")]
     label: Option<String>,
     /// Only sandboxes placed on this host.
     host: Option<String>,
@@ -346,7 +358,8 @@ fn ndjson(event: &ExecStreamEvent) -> String {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FileParams {
-    /// Path inside the sandbox.
+    /// Path inside the sandbox (1-4096 bytes, no NUL).
+    #[param(min_length = 1, max_length = 4096, pattern = "^[^\\x00]+$")]
     path: String,
 }
 
@@ -360,7 +373,8 @@ fn check_path(p: &str) -> Result<(), ApiError> {
 /// Read a file from a sandbox.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files", params(("id" = String, Path), FileParams),
     responses((status = 200, description = "file content", content_type = "application/octet-stream"),
-              (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not running")))]
 pub async fn read_file(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -379,8 +393,9 @@ pub async fn read_file(
 
 /// Write a file into a sandbox (the body is the content).
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files", params(("id" = String, Path), FileParams),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file content; empty writes an empty file"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not running"), (status = 413, body = ErrorBody)))]
 pub async fn write_file(
     State(app): State<AppState>,
     Path(id): Path<String>,

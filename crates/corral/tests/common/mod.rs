@@ -118,6 +118,8 @@ pub enum Driver {
     Native,
     /// No isolation; fast, for control-plane tests.
     Process,
+    /// Simulated hosts: nothing starts, exec answers canned output (API fuzzing).
+    Sim,
 }
 
 impl Driver {
@@ -190,6 +192,7 @@ impl Cluster {
     fn driver_args(&self) -> Vec<String> {
         match self.driver {
             Driver::Process => vec!["--driver".into(), "process".into()],
+            Driver::Sim => vec!["--driver".into(), "sim".into()],
             Driver::Native => vec![
                 "--driver".into(),
                 "native".into(),
