@@ -187,9 +187,13 @@ pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
         DriverKind::Process => "process driver: NO isolation, for development",
         DriverKind::Sim => "simulated: starts no process",
     };
+    let trust = match a.server.tls_cert.as_ref().map(|cert| a.ca.as_ref().unwrap_or(cert)) {
+        Some(ca) => format!(" CORRAL_CA={}", ca.display()),
+        None => String::new(),
+    };
     eprintln!(
         "corral is up in {:.0?}: API {api_url} ({auth_mode}), a dataplane on this host ({isolation})\n\
-         try: CORRAL_URL={api_url} corral sandbox create --wait",
+         try: CORRAL_URL={api_url}{trust} corral sandbox create --wait",
         started.elapsed()
     );
     super::shutdown_signal().await;
