@@ -104,7 +104,7 @@ impl Client {
     }
 
     async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?;
+        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: with_causes(&e) })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -274,4 +274,20 @@ mod tests {
         assert_eq!(metric_sum(text, "corral_outbox_backlog"), Some(7.0));
         assert_eq!(metric_sum(text, "missing"), None);
     }
+}
+
+/// An error and its causes, `outer: inner: …`, so a TLS or connection
+/// failure says why (reqwest's own message stops at "error sending request").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
 }
