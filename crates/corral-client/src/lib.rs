@@ -261,21 +261,6 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     found
 }
 
-#[cfg(test)]
-mod tests {
-    use super::metric_sum;
-
-    #[test]
-    fn sums_a_metric_over_its_labels() {
-        let text = "# TYPE corral_outbox_backlog gauge\n\
-                    corral_outbox_backlog{host=\"a\"} 3\n\
-                    corral_outbox_backlog{host=\"b\"} 4\n\
-                    corral_outbox_backlog_other 9\n";
-        assert_eq!(metric_sum(text, "corral_outbox_backlog"), Some(7.0));
-        assert_eq!(metric_sum(text, "missing"), None);
-    }
-}
-
 /// An error and its causes, `outer: inner: …`, so a TLS or connection
 /// failure says why (reqwest's own message stops at "error sending request").
 fn with_causes(e: &dyn std::error::Error) -> String {
@@ -290,4 +275,19 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn sums_a_metric_over_its_labels() {
+        let text = "# TYPE corral_outbox_backlog gauge\n\
+                    corral_outbox_backlog{host=\"a\"} 3\n\
+                    corral_outbox_backlog{host=\"b\"} 4\n\
+                    corral_outbox_backlog_other 9\n";
+        assert_eq!(metric_sum(text, "corral_outbox_backlog"), Some(7.0));
+        assert_eq!(metric_sum(text, "missing"), None);
+    }
 }

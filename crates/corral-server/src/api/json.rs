@@ -69,6 +69,24 @@ fn whole_floats_to_integers(v: &mut serde_json::Value) {
     }
 }
 
+/// A query-string extractor whose rejection is an [`ApiError`].
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::bad_request(format!("query string: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,23 +104,5 @@ mod tests {
         assert_eq!(parse::<T>(br#"{"n": -1.0, "x": 0}"#).unwrap_err().code, "invalid_json");
         assert_eq!(parse::<T>(b"  ").unwrap(), T::default());
         assert_eq!(parse::<T>(b"[1, 2.0]").unwrap_err().code, "invalid_json", "not filled by position");
-    }
-}
-
-/// A query-string extractor whose rejection is an [`ApiError`].
-pub struct ApiQuery<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
-            .map(ApiQuery)
-            .map_err(|e| ApiError::bad_request(format!("query string: {e}")))
     }
 }

@@ -410,7 +410,9 @@ fn a_full_pending_queue_refuses_creates_and_writes_nothing() {
     assert!(matches!(w.create("sb-4"), CreateOutcome::Created(_)), "with room again, creates are accepted");
 }
 
-fn owned(w: &mut World, owner: &str, max: usize, items: &[(&str, Option<&str>)]) -> (Result<Vec<Result<CreateOutcome, DecideError>>, DecideError>, Vec<Write>) {
+type Outcomes = Result<Vec<Result<CreateOutcome, DecideError>>, DecideError>;
+
+fn owned(w: &mut World, owner: &str, max: usize, items: &[(&str, Option<&str>)]) -> (Outcomes, Vec<Write>) {
     let items: Vec<NewSandbox> = items.iter().map(|(id, k)| (id.to_string(), spec(), k.map(str::to_string))).collect();
     let quota = crate::state::quota::Quota { owner, max_live: Some(max) };
     w.run(|tx, f| create_owned(tx, f, quota, items))
