@@ -29,6 +29,9 @@ pub enum ClientError {
     Transport { url: String, message: String },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// The client was set up wrongly (a bad CA file, a CA with a plain URL).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ClientError {
@@ -58,12 +61,33 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Client::with_ca(base, token, None)
+    }
+
+    /// A client for an `https://` server whose certificate is signed by the
+    /// CA in `ca_pem` (PEM, one or more certificates); only that CA is
+    /// trusted then. With `None`, `https://` trusts the public web roots.
+    /// A CA with a plain `http://` URL is refused rather than ignored.
+    pub fn with_ca(base: &str, token: Option<String>, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ClientError::Transport { url: base.to_string(), message: e.to_string() })?;
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = ca_pem {
+            if !base.starts_with("https://") {
+                return Err(ClientError::Config(format!("a CA was given but {base} is not an https:// URL")));
+            }
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(ClientError::Config("CA certificate: no PEM certificate in it".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport { url: base.to_string(), message: e.to_string() })?;
         Ok(Client { base: base.trim_end_matches('/').to_string(), token, http })
     }
 
@@ -80,7 +104,7 @@ impl Client {
     }
 
     async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?;
+        let resp = rb.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: with_causes(&e) })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -235,6 +259,22 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
         }
     }
     found
+}
+
+/// An error and its causes, `outer: inner: …`, so a TLS or connection
+/// failure says why (reqwest's own message stops at "error sending request").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -16,22 +16,30 @@ use crate::sandbox::Sandbox;
 pub struct CreateSandboxRequest {
     /// Template name (default `base`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
     pub template: Option<String>,
     /// CPU in thousandths of a core (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 64000)]
     pub cpu_millis: Option<i64>,
     /// Memory limit in MiB (default 512).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 262144)]
     pub memory_mb: Option<i64>,
     /// Seconds until the sandbox is ended with `ttl_expired` (default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<i64>,
+    /// Environment variables: names of letters, digits and `_` not starting
+    /// with a digit, values under 32 KiB; at most 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Labels: names of 1-63 letters, digits, `_-./`, values up to 255 bytes; at most 64.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// A retried create with the same key returns the first sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
     /// `isolated` (default: loopback only) or `nat` (an `eth0` behind the
     /// host's NAT; placed only on hosts with a free network slot).
@@ -39,12 +47,31 @@ pub struct CreateSandboxRequest {
     pub network: Option<String>,
 }
 
-/// `POST /v1/sandboxes/batch`: `count` plus the fields of a single create, flat.
+/// `POST /v1/sandboxes/batch`: `count` plus the fields of a single create,
+/// flat. Only documents the body (the server reads `count`, then the rest as
+/// a [`CreateSandboxRequest`]); written out rather than flattened because an
+/// `allOf` with a closed object admits no `count` at all.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchCreateRequest {
+    /// How many sandboxes to create.
+    #[schema(minimum = 1, maximum = 10000)]
     pub count: i64,
-    #[serde(flatten)]
-    pub spec: CreateSandboxRequest,
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    pub template: Option<String>,
+    #[schema(minimum = 10, maximum = 64000)]
+    pub cpu_millis: Option<i64>,
+    #[schema(minimum = 16, maximum = 262144)]
+    pub memory_mb: Option<i64>,
+    #[schema(minimum = 1, maximum = 604800)]
+    pub ttl_s: Option<i64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Each sandbox gets this key with `#N` appended.
+    #[schema(min_length = 1, max_length = 256)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -61,6 +88,8 @@ pub struct SandboxList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    /// The program and its arguments; the program must not be empty.
+    #[schema(min_items = 1, max_items = 4096)]
     pub cmd: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -68,6 +97,7 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// Kill the command after this long (default 60 000, at most 3 600 000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600000)]
     pub timeout_ms: Option<u64>,
     /// Text fed to the command's standard input.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,19 @@ pub fn new_token() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// A short, stable name for a token that does not reveal it: `sha256:` and
+/// the first 16 hex digits (64 bits) of its SHA-256. Stored with each
+/// sandbox to count what a token holds; the token itself is never stored.
+pub fn fingerprint(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The owner recorded for requests that presented no token (open servers).
+pub const ANONYMOUS: &str = "anonymous";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +59,14 @@ mod tests {
         assert!(!token_accepted(&accepted, "three"));
         assert!(!token_accepted(&[], "one"));
         assert_eq!(new_token().len(), 32);
+    }
+
+    #[test]
+    fn fingerprints_are_short_stable_and_distinct() {
+        // SHA-256("abc") = ba7816bf8f01cfea…
+        assert_eq!(fingerprint("abc"), "sha256:ba7816bf8f01cfea");
+        assert_eq!(fingerprint("abc"), fingerprint("abc"));
+        assert_ne!(fingerprint("abc"), fingerprint("abd"));
+        assert!(!fingerprint("secret-token").contains("secret"));
     }
 }

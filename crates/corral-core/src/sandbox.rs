@@ -224,6 +224,10 @@ pub struct Sandbox {
     /// The host that refused it for lack of room; it is placed elsewhere once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerouted_from: Option<String>,
+    /// Who created it: a fingerprint of the API token (`sha256:` and 16 hex
+    /// digits), or `anonymous` on an open server. Never the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Sandbox {
@@ -243,6 +247,7 @@ impl Sandbox {
             expires_at_ms,
             start_path: None,
             rerouted_from: None,
+            owner: None,
         }
     }
 }

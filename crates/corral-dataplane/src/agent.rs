@@ -68,12 +68,30 @@ fn status(e: AccessError) -> Status {
             DriverError::NotFound(_) | DriverError::Missing(_) => Status::not_found(d.to_string()),
             DriverError::InvalidArgument(_) => Status::invalid_argument(d.to_string()),
             DriverError::Unsupported(_) => Status::unimplemented(d.to_string()),
+            DriverError::Io { ref source, .. } if bad_path(source) => Status::invalid_argument(d.to_string()),
             DriverError::Io { ref source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Status::not_found(d.to_string()),
                 std::io::ErrorKind::PermissionDenied => Status::permission_denied(d.to_string()),
                 _ => Status::internal(d.to_string()),
             },
         },
+    }
+}
+
+/// Errors that say the path asked for cannot exist (a name too long, a file
+/// where a directory should be, a directory where a file should be, a
+/// symlink loop): the caller's mistake, not the host's.
+fn bad_path(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENAMETOOLONG | libc::ENOTDIR | libc::EISDIR | libc::ELOOP | libc::EINVAL))
+}
+
+/// Like [`status`], but a missing program or working directory is the
+/// request's fault (invalid argument), not a missing sandbox: callers map
+/// not-found to "no such sandbox", which the sandbox is not.
+fn exec_status(e: AccessError) -> Status {
+    match e {
+        AccessError::Driver(DriverError::Missing(m)) => Status::invalid_argument(m),
+        e => status(e),
     }
 }
 
@@ -141,9 +159,9 @@ impl Agent for AgentService {
         let req = request.into_inner();
         let id = req.sandbox_id.clone();
         let spec = exec_spec(req)?;
-        let chunks = self.rt.exec_stream(&id, spec).await.map_err(status)?;
+        let chunks = self.rt.exec_stream(&id, spec).await.map_err(exec_status)?;
         let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(chunks), |c| {
-            c.map(pb_chunk).map_err(|e| status(AccessError::Driver(e)))
+            c.map(pb_chunk).map_err(|e| exec_status(AccessError::Driver(e)))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -152,7 +170,7 @@ impl Agent for AgentService {
         let req = request.into_inner();
         let id = req.sandbox_id.clone();
         let spec = exec_spec(req)?;
-        let out = self.rt.exec(&id, spec).await.map_err(status)?;
+        let out = self.rt.exec(&id, spec).await.map_err(exec_status)?;
         Ok(Response::new(exec_response(out)))
     }
 

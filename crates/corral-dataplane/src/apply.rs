@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use corral_core::reconcile;
 use corral_core::SandboxSpec;
 
+use corral_proto::v1::command;
+
 use crate::cursor::{Change, Cursor};
-use crate::record::{Record, Status};
+use crate::record::{spec_from_proto, Record, Status};
 
 /// A command as the dataplane applies it (reasons stay strings: the dataplane
 /// passes them through without needing to understand new ones).
@@ -121,6 +123,35 @@ pub fn plan_commands(
         .map(|(id, r)| (id.to_string(), r))
         .collect();
     plan
+}
+
+/// The sandbox command a wire command carries; `None` for pool settings
+/// (applied separately) and for an empty command.
+pub(crate) fn to_cmd(kind: &Option<command::Kind>) -> Option<Cmd> {
+    match kind.as_ref()? {
+        command::Kind::SetPool(_) => None,
+        command::Kind::Add(a) => Some(Cmd::Add {
+            id: a.sandbox_id.clone(),
+            spec: spec_from_proto(a.spec.clone()),
+        }),
+        command::Kind::Remove(r) => {
+            let reason = if r.reason.is_empty() {
+                "deleted".to_string()
+            } else {
+                r.reason.clone()
+            };
+            Some(Cmd::Remove {
+                id: r.sandbox_id.clone(),
+                reason,
+            })
+        }
+    }
+}
+
+pub(crate) fn cmd_id(c: &Cmd) -> &str {
+    match c {
+        Cmd::Add { id, .. } | Cmd::Remove { id, .. } => id,
+    }
 }
 
 /// The reason given for sandboxes a full sync no longer wants.

@@ -32,6 +32,9 @@ pub struct DataplaneConfig {
     /// The shared secret presented to the server and required from it on
     /// the Agent service; `None` = no authentication.
     pub join_token: Option<String>,
+    /// A PEM CA certificate to trust for an `https://` server URL (a private
+    /// CA); `None` = the public web roots.
+    pub server_ca: Option<PathBuf>,
     /// How long a start waits for a pool member that is already warming
     /// before it starts cold (0: never waits).
     pub pool_wait_ms: u64,
@@ -68,6 +71,7 @@ impl DataplaneConfig {
             event_buffer: 65_536,
             stop_sandboxes_on_shutdown: false,
             join_token: None,
+            server_ca: None,
             pool_wait_ms: 50,
             max_sandboxes: 10_000,
             pool_refill_concurrency: cores(),

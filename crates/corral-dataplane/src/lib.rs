@@ -29,6 +29,8 @@ mod cursor;
 pub mod driver;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzz;
 mod heartbeat;
 pub mod latency;
 mod link;

@@ -10,7 +10,7 @@ use corral_proto::v1::{RegisterRequest, Resources};
 use parking_lot::Mutex;
 use corral_proto::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::cursor::Cursor;
@@ -52,6 +52,7 @@ impl Link {
             // window; a small window would stall each one for a round trip.
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(8 << 20);
+        let endpoint = secure(endpoint, &config).map_err(bad)?;
         let token = BearerToken::new(config.join_token.as_deref()).map_err(|e| bad(format!("join token: {e}")))?;
         let client = ControlClient::with_interceptor(endpoint.connect_lazy(), token)
             .max_decoding_message_size(256 * 1024 * 1024)
@@ -127,4 +128,26 @@ impl Link {
             }
         }
     }
+}
+
+/// Turns on TLS for an `https://` server URL, trusting `server_ca` when one
+/// is given (else the public web roots). A CA with a plain `http://` URL is
+/// refused: it says TLS was wanted, and the URL would silently skip it.
+fn secure(endpoint: Endpoint, config: &DataplaneConfig) -> Result<Endpoint, String> {
+    let https = endpoint.uri().scheme_str() == Some("https");
+    let ca = match &config.server_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("CA file {}: {e}", path.display()))?),
+        None => None,
+    };
+    if !https {
+        return match ca {
+            Some(_) => Err("a CA file was given but the server URL is not https://".into()),
+            None => Ok(endpoint),
+        };
+    }
+    let tls = match ca {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))
 }

@@ -9,7 +9,7 @@ use corral_core::sequence::plan_batch;
 use corral_proto::v1::{command, poll_response, CommandBatch, FullSync, PollRequest};
 use tracing::{debug, info, warn};
 
-use crate::apply::{plan_commands, plan_full_sync, Cmd};
+use crate::apply::{cmd_id, plan_commands, plan_full_sync, to_cmd, Cmd};
 use crate::backoff::Backoff;
 use crate::cursor::Cursor;
 use crate::latency::ReceivedLatency;
@@ -153,32 +153,4 @@ async fn apply_full_sync(
     rt.pools.replace(&pools);
     link.set_cursor(cursor);
     Ok(())
-}
-
-fn to_cmd(kind: &Option<command::Kind>) -> Option<Cmd> {
-    match kind.as_ref()? {
-        // Pool settings are not sandbox commands (apply_batch takes them).
-        command::Kind::SetPool(_) => None,
-        command::Kind::Add(a) => Some(Cmd::Add {
-            id: a.sandbox_id.clone(),
-            spec: spec_from_proto(a.spec.clone()),
-        }),
-        command::Kind::Remove(r) => {
-            let reason = if r.reason.is_empty() {
-                "deleted".to_string()
-            } else {
-                r.reason.clone()
-            };
-            Some(Cmd::Remove {
-                id: r.sandbox_id.clone(),
-                reason,
-            })
-        }
-    }
-}
-
-fn cmd_id(c: &Cmd) -> &str {
-    match c {
-        Cmd::Add { id, .. } | Cmd::Remove { id, .. } => id,
-    }
 }

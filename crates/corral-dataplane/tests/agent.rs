@@ -111,7 +111,7 @@ async fn exec_timeouts_kill_the_command_group_and_bad_requests_are_clear_errors(
     assert!(out.duration_ms < 5000, "{}", out.duration_ms);
 
     let err = agent.exec(req(&["no-such-program-xyz"])).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument, "a missing program is the request's fault, not a missing sandbox: {err:?}");
     let err = agent.exec(req(&[])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = agent

@@ -18,8 +18,9 @@ pub mod metrics;
 pub mod scheduler;
 pub mod shared;
 pub mod state;
+pub mod tls;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ pub struct ServerConfig {
     pub join_token: Option<String>,
     /// API requests per second allowed per token (per caller when open).
     pub rate_limit_per_s: Option<u32>,
+    /// Serve both ports over TLS with this certificate and key; `None` = plain.
+    pub tls: Option<tls::TlsFiles>,
+    /// Live (non-terminal) sandboxes one token may hold; `None` = no limit.
+    pub max_live_per_token: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,8 @@ impl Default for ServerConfig {
             api_tokens: Vec::new(),
             join_token: None,
             rate_limit_per_s: None,
+            tls: None,
+            max_live_per_token: None,
         }
     }
 }
@@ -84,6 +91,8 @@ pub enum ServerError {
     Store(#[from] corral_store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("serving failed: {0}")]
     Serve(String),
 }
@@ -95,6 +104,7 @@ pub struct Server {
     grpc: TcpListener,
     shared: Arc<Shared>,
     store: Arc<dyn Store>,
+    tls: Option<tls::Tls>,
     /// Sandboxes and hosts found in the store at start.
     pub loaded: (usize, usize),
 }
@@ -104,6 +114,8 @@ impl Server {
     /// The bound addresses are also written to `api.addr` and `grpc.addr` in
     /// the data dir, so scripts and tests can use port 0.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        // Bad certificate files fail before the store is touched.
+        config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let path = dir.join(STORE_FILE);
@@ -115,6 +127,7 @@ impl Server {
     /// Like [`Server::bind`] over any store (tests wrap one to inject
     /// faults); `data_dir` still receives the address files.
     pub async fn bind_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, ServerError> {
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
@@ -138,7 +151,7 @@ impl Server {
         metrics::set_state_gauges(&shared.committed.read());
         let http = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
         let grpc = TcpListener::bind(config.grpc_listen).await.map_err(|e| ServerError::Bind(config.grpc_listen, e))?;
-        let server = Server { config, http, grpc, shared, store, loaded };
+        let server = Server { config, http, grpc, shared, store, tls, loaded };
         server.write_addr_files()?;
         Ok(server)
     }
@@ -149,6 +162,11 @@ impl Server {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or(self.config.grpc_listen)
+    }
+
+    /// `https` when both ports serve TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     fn write_addr_files(&self) -> Result<(), ServerError> {
@@ -211,6 +229,7 @@ impl Server {
             gate: Arc::new(api::gate::Gate {
                 tokens: self.config.api_tokens.clone(),
                 limiter: self.config.rate_limit_per_s.map(api::gate::RateLimiter::new),
+                max_live_per_token: self.config.max_live_per_token,
             }),
             limits: Arc::new(self.config.limits.clone()),
             policy: Arc::new(policy.clone()),
@@ -222,15 +241,31 @@ impl Server {
             heartbeat_interval_ms: policy.heartbeat_interval_ms,
             stopping: stop_rx.clone(),
         };
-        let http = axum::serve(self.http.tap_io(|tcp| drop(tcp.set_nodelay(true))), api::router(app))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let router = api::router(app);
+        let http_stopped = stopped(stop_rx.clone());
+        let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &self.tls {
+            None => Box::pin(
+                axum::serve(self.http.tap_io(|tcp| drop(tcp.set_nodelay(true))), router)
+                    .with_graceful_shutdown(http_stopped)
+                    .into_future(),
+            ),
+            Some(t) => {
+                let listener = tls::TlsListener::new(self.http, t.rest.clone()).map_err(|e| ServerError::Serve(e.to_string()))?;
+                Box::pin(axum::serve(listener, router).with_graceful_shutdown(http_stopped).into_future())
+            }
+        };
         // Re-registered inside the lane, so its connections live on the lane's reactor.
         let grpc_listener = self.grpc.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
         let grpc_stopped = stopped(stop_rx.clone());
         let join = corral_proto::auth::RequireToken::new(self.config.join_token.clone());
+        let grpc_tls = self.tls.as_ref().map(tls::Tls::grpc_config);
         let grpc = lane.spawn(async move {
             let listener = TcpListener::from_std(grpc_listener).map_err(|e| e.to_string())?;
-            tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(config) = grpc_tls {
+                builder = builder.tls_config(config).map_err(|e| format!("gRPC TLS: {e}"))?;
+            }
+            builder
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(8 << 20)
                 .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -55,6 +55,9 @@ pub struct ClientArgs {
     /// API token (sent as a bearer token).
     #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust this PEM CA certificate (only it) for an https:// URL.
+    #[arg(long, global = true, env = "CORRAL_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -127,6 +130,16 @@ pub struct ServerArgs {
     /// number); over it, 429 with Retry-After. Off by default.
     #[arg(long, env = "CORRAL_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// Live (not yet ended) sandboxes one API token may hold; a create past
+    /// it gets 429 with Retry-After. Off by default.
+    #[arg(long, env = "CORRAL_MAX_LIVE_PER_TOKEN", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_live_per_token: Option<u64>,
+    /// Serve REST and gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "CORRAL_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CORRAL_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// `corral server`: run without any authentication (only behind something that provides it).
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -208,6 +221,10 @@ pub struct UpArgs {
     /// without --token one is generated, printed and saved in DATA_DIR/api-token.
     #[arg(long)]
     pub auth: bool,
+    /// With --tls-cert: the PEM CA the local dataplane trusts (default: the
+    /// certificate file itself, which then must hold its CA or be self-signed).
+    #[arg(long, env = "CORRAL_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -225,6 +242,9 @@ pub struct DataplaneArgs {
     /// The shared secret the server expects from its dataplanes.
     #[arg(long, env = "CORRAL_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Trust this PEM CA certificate (only it) for an https:// server URL.
+    #[arg(long, env = "CORRAL_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
     #[command(flatten)]
     pub host: HostArgs,
     /// `--driver sim`: how many simulated hosts this process runs (ids

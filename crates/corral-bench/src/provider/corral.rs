@@ -34,7 +34,7 @@ fn classify(e: ClientError) -> ProviderError {
             ProviderError::new(FailureClass::Timeout, e.to_string())
         }
         ClientError::Transport { .. } => ProviderError::new(FailureClass::NetworkError, e.to_string()),
-        ClientError::Decode(_) => ProviderError::new(FailureClass::Other, e.to_string()),
+        ClientError::Decode(_) | ClientError::Config(_) => ProviderError::new(FailureClass::Other, e.to_string()),
     }
 }
 

@@ -62,6 +62,7 @@ impl From<DecideError> for ApiError {
             DecideError::KeyConflict(_) => ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string()),
             DecideError::NotFound(_) => ApiError::not_found(e.to_string()),
             DecideError::QueueFull(_) => ApiError::unavailable(e.to_string()),
+            DecideError::OverQuota(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", e.to_string()),
         }
     }
 }

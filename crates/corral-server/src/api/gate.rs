@@ -46,14 +46,22 @@ pub struct Gate {
     pub tokens: Vec<String>,
     /// Per-token request rate; `None` = unlimited.
     pub limiter: Option<RateLimiter>,
+    /// Live sandboxes one token may hold; `None` = unlimited. Checked by the
+    /// create handlers against the [`Caller`] the gate attaches.
+    pub max_live_per_token: Option<usize>,
 }
+
+/// Who is calling, attached to every request that passed the gate: the
+/// fingerprint of the presented token, or `anonymous` on an open server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
 
 /// Health, readiness and the API description stay open for probes and tools.
 fn is_open_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/openapi.json")
 }
 
-pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+pub async fn check(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
     if is_open_path(req.uri().path()) {
         return next.run(req).await;
     }
@@ -86,6 +94,11 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
             return resp;
         }
     }
+    let owner = match &presented {
+        Some(t) => corral_core::auth::fingerprint(t),
+        None => corral_core::auth::ANONYMOUS.to_string(),
+    };
+    req.extensions_mut().insert(Caller(owner));
     next.run(req).await
 }
 

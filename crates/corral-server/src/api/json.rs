@@ -38,8 +38,35 @@ pub fn parse<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError>
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("request body: {e}")))
+    let bad = |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("request body: {e}"));
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+    if !value.is_object() {
+        // serde would also fill a struct from an array, by position.
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "request body: must be a JSON object"));
+    }
+    whole_floats_to_integers(&mut value);
+    serde_json::from_value(value).map_err(bad)
+}
+
+/// JSON has one number type: `5.0` is the integer 5 to JSON Schema (and to
+/// most clients' encoders), but serde refuses it for an integer field. Whole
+/// numbers written with a fraction become integers so both agree; anything
+/// with a real fraction is left to fail as it should.
+fn whole_floats_to_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                if f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                    *v = serde_json::Value::from(f as i64);
+                } else if f >= 0.0 && f < u64::MAX as f64 {
+                    *v = serde_json::Value::from(f as u64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_floats_to_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// A query-string extractor whose rejection is an [`ApiError`].
@@ -57,5 +84,25 @@ where
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
             .map_err(|e| ApiError::bad_request(format!("query string: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_not() {
+        #[derive(Debug, Default, serde::Deserialize, PartialEq)]
+        struct T {
+            n: u32,
+            x: f64,
+        }
+        assert_eq!(parse::<T>(br#"{"n": 1000000000.0, "x": 2.0}"#).unwrap(), T { n: 1_000_000_000, x: 2.0 });
+        assert_eq!(parse::<T>(br#"{"n": 1e3, "x": 0.5}"#).unwrap(), T { n: 1000, x: 0.5 });
+        assert_eq!(parse::<T>(br#"{"n": 1.5, "x": 0}"#).unwrap_err().code, "invalid_json");
+        assert_eq!(parse::<T>(br#"{"n": -1.0, "x": 0}"#).unwrap_err().code, "invalid_json");
+        assert_eq!(parse::<T>(b"  ").unwrap(), T::default());
+        assert_eq!(parse::<T>(b"[1, 2.0]").unwrap_err().code, "invalid_json", "not filled by position");
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use corral_core::api::{
     BatchCreateRequest, BatchCreateResponse, CreateSandboxRequest, ErrorBody, ErrorDetail, ExecExit, ExecRequest,
     ExecResponse, ExecStreamEvent, SandboxList,
@@ -19,36 +19,47 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
+use super::gate::Caller;
 use super::json::{body_bytes, parse, ApiJson, ApiQuery};
 use super::AppState;
 use crate::metrics as m;
 use crate::state::decide::{self, CreateOutcome};
+use crate::state::quota::Quota;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CreateParams {
     /// `running`: answer once the sandbox runs or has ended.
+    #[param(pattern = "^running$")]
     wait: Option<String>,
     /// How long `wait` may take, in seconds (default 60, at most 600).
+    #[param(minimum = 1, maximum = 600)]
     wait_timeout_s: Option<u64>,
 }
 
 fn wait_timeout(p: &CreateParams) -> Result<Option<Duration>, ApiError> {
+    let secs = p.wait_timeout_s.unwrap_or(60);
+    if !(1..=600).contains(&secs) {
+        return Err(ApiError::bad_request(format!("wait_timeout_s must be between 1 and 600, got {secs}")));
+    }
     match p.wait.as_deref() {
         None => Ok(None),
-        Some("running") => Ok(Some(Duration::from_secs(p.wait_timeout_s.unwrap_or(60).clamp(1, 600)))),
+        Some("running") => Ok(Some(Duration::from_secs(secs))),
         Some(other) => Err(ApiError::bad_request(format!("wait must be \"running\", got {other:?}"))),
     }
 }
 
 /// Create a sandbox.
-#[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest, params(CreateParams),
+#[utoipa::path(post, path = "/v1/sandboxes", request_body(content = Option<CreateSandboxRequest>, description = "optional: an empty body is `{}`"), params(CreateParams),
     responses((status = 201, body = Sandbox, description = "created"),
               (status = 200, body = Sandbox, description = "idempotent replay"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown template"),
-              (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 409, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "over the token's live-sandbox limit"),
+              (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(params): ApiQuery<CreateParams>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<Response, ApiError> {
@@ -56,15 +67,19 @@ pub async fn create(
     let spec = validate::create_spec(&req, |t| app.template_known(t), &app.limits)?;
     let key = req.idempotency_key.clone();
     let id = new_sandbox_id();
+    let (owner, max_live) = quota_of(&app, caller);
     let outcome = app
         .controller
         .run(move |tx, f| {
             let t = Instant::now();
-            let r = decide::create(tx, f, id, spec, key);
+            let quota = Quota { owner: &owner, max_live };
+            let r = decide::create_owned(tx, f, quota, vec![(id, spec, key)]);
             m::record_schedule(t.elapsed());
             r
         })
-        .await??;
+        .await??
+        .pop()
+        .ok_or_else(|| ApiError::unavailable("the create was not decided"))??;
     let (status, mut sb) = match outcome {
         CreateOutcome::Created(sb) => (StatusCode::CREATED, sb),
         CreateOutcome::Replayed(sb) => (StatusCode::OK, sb),
@@ -74,6 +89,12 @@ pub async fn create(
     }
     m::record_http(status.as_u16());
     Ok((status, Json(sb)).into_response())
+}
+
+/// The owner a create is recorded and counted under, and its limit.
+fn quota_of(app: &AppState, caller: Option<Extension<Caller>>) -> (String, Option<usize>) {
+    let owner = caller.map(|Extension(Caller(o))| o).unwrap_or_else(|| corral_core::auth::ANONYMOUS.to_string());
+    (owner, app.gate.max_live_per_token)
 }
 
 async fn wait_settled(app: &AppState, id: &str, limit: Duration) -> Option<Sandbox> {
@@ -89,8 +110,12 @@ async fn wait_settled(app: &AppState, id: &str, limit: Duration) -> Option<Sandb
 
 /// Create `count` sandboxes of one spec in one call.
 #[utoipa::path(post, path = "/v1/sandboxes/batch", request_body = BatchCreateRequest,
-    responses((status = 201, body = BatchCreateResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = BatchCreateResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody, description = "unknown template"), (status = 409, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "over the token's live-sandbox limit"),
+              (status = 503, body = ErrorBody)))]
 pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (owner, max_live) = quota_of(&app, req.extensions().get::<Caller>().cloned().map(Extension));
     let bytes = body_bytes(req, &()).await?;
     let mut obj: serde_json::Map<String, serde_json::Value> = parse(&bytes)?;
     let count = obj
@@ -109,11 +134,11 @@ pub async fn create_batch(State(app): State<AppState>, req: Request) -> Result<R
         .controller
         .run(move |tx, f| {
             let t = Instant::now();
-            let r: Vec<_> = items.into_iter().map(|(id, spec, key)| decide::create(tx, f, id, spec, key)).collect();
+            let r = decide::create_owned(tx, f, Quota { owner: &owner, max_live }, items);
             m::record_schedule(t.elapsed());
             r
         })
-        .await?;
+        .await??;
     let mut ids = Vec::with_capacity(results.len());
     for r in results {
         ids.push(match r? {
@@ -130,6 +155,7 @@ pub struct ListParams {
     /// Only sandboxes in this state.
     state: Option<String>,
     /// Only sandboxes with this label, as `key=value`.
+    #[param(pattern = "=")]
     label: Option<String>,
     /// Only sandboxes placed on this host.
     host: Option<String>,
@@ -332,7 +358,8 @@ fn ndjson(event: &ExecStreamEvent) -> String {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FileParams {
-    /// Path inside the sandbox.
+    /// Path inside the sandbox (1-4096 bytes, no NUL).
+    #[param(min_length = 1, max_length = 4096, pattern = "^[^\\x00]+$")]
     path: String,
 }
 
@@ -346,7 +373,8 @@ fn check_path(p: &str) -> Result<(), ApiError> {
 /// Read a file from a sandbox.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/files", params(("id" = String, Path), FileParams),
     responses((status = 200, description = "file content", content_type = "application/octet-stream"),
-              (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not running")))]
 pub async fn read_file(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -365,8 +393,9 @@ pub async fn read_file(
 
 /// Write a file into a sandbox (the body is the content).
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files", params(("id" = String, Path), FileParams),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "the file content; empty writes an empty file"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not running"), (status = 413, body = ErrorBody)))]
 pub async fn write_file(
     State(app): State<AppState>,
     Path(id): Path<String>,

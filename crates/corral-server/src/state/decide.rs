@@ -185,6 +185,31 @@ pub enum DecideError {
     NotFound(String),
     #[error("no host has room and {0} creates are already waiting; retry later")]
     QueueFull(usize),
+    #[error("{0}; delete some or retry later")]
+    OverQuota(#[from] super::quota::OverQuota),
+}
+
+/// One sandbox a request asks for: its id, spec and idempotency key.
+pub type NewSandbox = (String, SandboxSpec, Option<String>);
+
+/// Creates every item for `quota.owner`, or none of them when the owner
+/// would hold more live sandboxes than its limit. Idempotent replays do not
+/// count: they add nothing.
+pub fn create_owned(
+    tx: &mut Tx,
+    fleet: &Fleet,
+    quota: super::quota::Quota,
+    items: Vec<NewSandbox>,
+) -> Result<Vec<Result<CreateOutcome, DecideError>>, DecideError> {
+    let asking = items
+        .iter()
+        .filter(|(_, _, key)| key.as_ref().is_none_or(|k| !tx.state.by_idempotency_key.contains_key(k)))
+        .count();
+    super::quota::admit(tx.state.live_owned_by(quota.owner), asking, quota.max_live)?;
+    Ok(items
+        .into_iter()
+        .map(|(id, spec, key)| create_as(tx, fleet, id, spec, key, Some(quota.owner.to_string())))
+        .collect())
 }
 
 /// Accepts a new sandbox and places it if any host fits.
@@ -195,6 +220,17 @@ pub fn create(
     spec: SandboxSpec,
     key: Option<String>,
 ) -> Result<CreateOutcome, DecideError> {
+    create_as(tx, fleet, id, spec, key, None)
+}
+
+fn create_as(
+    tx: &mut Tx,
+    fleet: &Fleet,
+    id: String,
+    spec: SandboxSpec,
+    key: Option<String>,
+    owner: Option<String>,
+) -> Result<CreateOutcome, DecideError> {
     if let Some(k) = &key {
         if let Some(existing) = tx.state.by_idempotency_key.get(k).and_then(|id| tx.state.sandboxes.get(id)) {
             return if existing.spec == spec {
@@ -204,7 +240,8 @@ pub fn create(
             };
         }
     }
-    let sb = Sandbox::new(id.clone(), spec, key, fleet.now_ms());
+    let mut sb = Sandbox::new(id.clone(), spec, key, fleet.now_ms());
+    sb.owner = owner;
     if tx.state.pending.len() >= fleet.policy.max_pending && choose_host(tx.state, fleet, &sb).is_none() {
         return Err(DecideError::QueueFull(tx.state.pending.len()));
     }

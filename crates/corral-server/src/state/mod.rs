@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod invariants;
+pub mod quota;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -45,6 +46,8 @@ pub struct State {
     pub pending: BTreeSet<(u64, String)>,
     /// Warm-pool bounds by template.
     pub pools: BTreeMap<String, corral_core::pool::PoolSpec>,
+    /// Live (non-terminal) sandboxes by owner (token fingerprint).
+    pub live_by_owner: HashMap<String, usize>,
     counts: [u64; SandboxState::ALL.len()],
 }
 
@@ -125,6 +128,9 @@ impl State {
         if sb.state.is_terminal() {
             return;
         }
+        if let Some(owner) = &sb.owner {
+            *self.live_by_owner.entry(owner.clone()).or_default() += 1;
+        }
         self.expiry.insert((sb.expires_at_ms, sb.id.clone()));
         if sb.state == SandboxState::Pending {
             self.pending.insert((sb.created_at_ms, sb.id.clone()));
@@ -144,6 +150,14 @@ impl State {
         if sb.state.is_terminal() {
             return;
         }
+        if let Some(owner) = &sb.owner {
+            if let Some(n) = self.live_by_owner.get_mut(owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.live_by_owner.remove(owner);
+                }
+            }
+        }
         self.expiry.remove(&(sb.expires_at_ms, sb.id.clone()));
         if sb.state == SandboxState::Pending {
             self.pending.remove(&(sb.created_at_ms, sb.id.clone()));
@@ -154,6 +168,11 @@ impl State {
                 hs.allocated_memory_mb -= u64::from(sb.spec.memory_mb);
             }
         }
+    }
+
+    /// Live sandboxes `owner` holds.
+    pub fn live_owned_by(&self, owner: &str) -> usize {
+        self.live_by_owner.get(owner).copied().unwrap_or(0)
     }
 
     /// How many sandboxes are in `state`.

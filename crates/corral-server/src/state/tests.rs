@@ -489,3 +489,47 @@ fn a_full_pending_queue_refuses_creates_and_writes_nothing() {
     w.add_host("h1");
     assert!(matches!(w.create("sb-4"), CreateOutcome::Created(_)), "with room again, creates are accepted");
 }
+
+type Outcomes = Result<Vec<Result<CreateOutcome, DecideError>>, DecideError>;
+
+fn owned(w: &mut World, owner: &str, max: usize, items: &[(&str, Option<&str>)]) -> (Outcomes, Vec<Write>) {
+    let items: Vec<NewSandbox> = items.iter().map(|(id, k)| (id.to_string(), spec(), k.map(str::to_string))).collect();
+    let quota = crate::state::quota::Quota { owner, max_live: Some(max) };
+    w.run(|tx, f| create_owned(tx, f, quota, items))
+}
+
+#[test]
+fn a_token_over_its_live_limit_is_refused_whole_and_ending_one_frees_room() {
+    let mut w = World::new(); // no hosts: creates stay pending, and stopping one ends it at once
+    let (r, _) = owned(&mut w, "sha256:a", 2, &[("sb-1", None), ("sb-2", Some("k"))]);
+    assert!(r.unwrap().iter().all(|c| matches!(c, Ok(CreateOutcome::Created(sb)) if sb.owner.as_deref() == Some("sha256:a"))));
+    assert_eq!(w.state.live_owned_by("sha256:a"), 2);
+
+    let (r, writes) = owned(&mut w, "sha256:a", 2, &[("sb-3", None)]);
+    assert_eq!(r.unwrap_err(), DecideError::OverQuota(crate::state::quota::OverQuota { live: 2, asking: 1, limit: 2 }));
+    assert!(writes.is_empty(), "a refused create writes nothing");
+    let (r, _) = owned(&mut w, "sha256:a", 2, &[("sb-4", Some("k"))]);
+    assert!(matches!(r.unwrap()[0], Ok(CreateOutcome::Replayed(ref sb)) if sb.id == "sb-2"), "a replay adds nothing");
+
+    let (r, writes) = owned(&mut w, "sha256:b", 2, &[("sb-5", None), ("sb-6", None), ("sb-7", None)]);
+    assert!(r.is_err() && writes.is_empty(), "a batch past the limit is refused whole");
+    assert_eq!(w.state.live_owned_by("sha256:b"), 0);
+
+    w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted)).0.unwrap();
+    assert_eq!(w.state.live_owned_by("sha256:a"), 1);
+    let (r, _) = owned(&mut w, "sha256:a", 2, &[("sb-8", None)]);
+    assert!(matches!(r.unwrap()[0], Ok(CreateOutcome::Created(_))));
+    assert_eq!(w.state.sandboxes.len(), 3);
+}
+
+#[test]
+fn owners_are_counted_again_from_a_snapshot() {
+    let mut w = World::new();
+    owned(&mut w, "sha256:a", 5, &[("sb-1", None), ("sb-2", None)]).0.unwrap();
+    w.run(|tx, f| stop(tx, f, "sb-1", EndReason::Deleted)).0.unwrap();
+    let snap = corral_store::Snapshot {
+        sandboxes: w.state.sandboxes.values().cloned().collect(),
+        ..Default::default()
+    };
+    assert_eq!(State::from_snapshot(snap).live_owned_by("sha256:a"), 1);
+}

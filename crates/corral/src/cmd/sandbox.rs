@@ -14,7 +14,11 @@ use super::parse_pairs;
 use crate::cli::{CatArgs, ClientArgs, CreateArgs, ExecArgs, IdArgs, LsArgs, PutArgs, RmArgs, SandboxCommand};
 
 pub fn client(a: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::new(&a.url, a.token.clone())?)
+    let ca = match &a.ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?),
+        None => None,
+    };
+    Ok(Client::with_ca(&a.url, a.token.clone(), ca.as_deref())?)
 }
 
 pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {

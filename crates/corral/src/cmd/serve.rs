@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use corral_dataplane::DataplaneConfig;
 use corral_server::state::decide::Policy;
+use corral_server::tls::TlsFiles;
 use corral_server::{Server, ServerConfig};
 
 use std::sync::Arc;
@@ -32,6 +33,11 @@ fn server_config(a: &ServerArgs) -> ServerConfig {
         api_tokens: a.tokens.clone(),
         join_token: a.join_token.clone(),
         rate_limit_per_s: a.rate_limit,
+        max_live_per_token: a.max_live_per_token.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        },
         ..ServerConfig::default()
     }
 }
@@ -128,6 +134,7 @@ pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let mut config = dataplane_config(a.server.clone(), &a.data_dir, &a.host)?;
     config.join_token = a.join_token.clone();
+    config.server_ca = a.ca.clone();
     // One simulated host given its own id runs like any dataplane.
     let one_named = a.hosts == 1 && a.host.host_id.is_some();
     if a.host.driver == DriverKind::Sim && !one_named {
@@ -140,6 +147,16 @@ pub async fn dataplane(a: DataplaneArgs) -> anyhow::Result<ExitCode> {
     run_dataplane(config, a.host.clone(), super::shutdown_signal()).await?;
     tracing::info!("dataplane stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a local client reaches a listener: loopback for a wildcard address
+/// (so a TLS certificate for 127.0.0.1 matches what is dialled).
+fn dialable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// `corral up` on loopback is open, like a development agent; with `--auth`
@@ -168,10 +185,12 @@ pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
     a.host.nat.config()?; // bad --nat-* flags fail before anything starts
     let auth_mode = up_auth(&mut a)?;
     let server = bind_server(&a.server).await?;
-    let grpc_url = format!("http://{}", server.grpc_addr());
-    let api_url = format!("http://{}", server.http_addr());
+    let scheme = server.scheme();
+    let grpc_url = format!("{scheme}://{}", dialable(server.grpc_addr()));
+    let api_url = format!("{scheme}://{}", dialable(server.http_addr()));
     let mut dp_config = dataplane_config(grpc_url, &a.server.data_dir.join("dataplane"), &a.host)?;
     dp_config.join_token = a.server.join_token.clone();
+    dp_config.server_ca = a.ca.clone().or_else(|| a.server.tls_cert.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -183,9 +202,13 @@ pub async fn up(mut a: UpArgs) -> anyhow::Result<ExitCode> {
         DriverKind::Process => "process driver: NO isolation, for development",
         DriverKind::Sim => "simulated: starts no process",
     };
+    let trust = match a.server.tls_cert.as_ref().map(|cert| a.ca.as_ref().unwrap_or(cert)) {
+        Some(ca) => format!(" CORRAL_CA={}", ca.display()),
+        None => String::new(),
+    };
     eprintln!(
         "corral is up in {:.0?}: API {api_url} ({auth_mode}), a dataplane on this host ({isolation})\n\
-         try: CORRAL_URL={api_url} corral sandbox create --wait",
+         try: CORRAL_URL={api_url}{trust} corral sandbox create --wait",
         started.elapsed()
     );
     super::shutdown_signal().await;

@@ -120,6 +120,8 @@ pub enum Driver {
     Native,
     /// No isolation; fast, for control-plane tests.
     Process,
+    /// Simulated hosts: nothing starts, exec answers canned output (API fuzzing).
+    Sim,
 }
 
 impl Driver {
@@ -149,6 +151,10 @@ pub struct Cluster {
     pub server: Option<Proc>,
     pub dataplane: Option<Proc>,
     pub client: Client,
+    /// `https` for a cluster serving TLS, else `http`.
+    pub scheme: &'static str,
+    /// More flags for `corral server` (split clusters).
+    pub extra_server_args: Vec<String>,
 }
 
 impl Cluster {
@@ -161,7 +167,19 @@ impl Cluster {
         let api_port = free_port();
         let grpc_port = free_port();
         let client = Client::new(&format!("http://127.0.0.1:{api_port}"), None).expect("client");
-        Cluster { dir, driver, extra_up_args: Vec::new(), extra_dataplane_args: Vec::new(), api_port, grpc_port, server: None, dataplane: None, client }
+        Cluster {
+            dir,
+            driver,
+            extra_up_args: Vec::new(),
+            api_port,
+            grpc_port,
+            server: None,
+            dataplane: None,
+            client,
+            scheme: "http",
+            extra_server_args: Vec::new(),
+            extra_dataplane_args: Vec::new(),
+        }
     }
 
     pub fn runtime_dir(&self) -> PathBuf {
@@ -177,6 +195,7 @@ impl Cluster {
     fn driver_args(&self) -> Vec<String> {
         match self.driver {
             Driver::Process => vec!["--driver".into(), "process".into()],
+            Driver::Sim => vec!["--driver".into(), "sim".into()],
             Driver::Native => vec![
                 "--driver".into(),
                 "native".into(),
@@ -191,7 +210,7 @@ impl Cluster {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.api_port)
     }
 
     pub fn server_dir(&self) -> PathBuf {
@@ -259,11 +278,17 @@ impl Cluster {
     /// A server and a process-driver dataplane, separately killable, with
     /// authentication on (as `corral server` requires).
     pub async fn split() -> Cluster {
-        let mut c = Cluster::new(Driver::Process);
-        c.client = Client::new(&c.url(), Some(API_TOKEN.into())).expect("client");
+        let mut c = Cluster::prepare_split();
         c.start_server();
         c.start_dataplane();
         c.wait_ready().await;
+        c
+    }
+
+    /// A split cluster not started yet (to add flags first).
+    pub fn prepare_split() -> Cluster {
+        let mut c = Cluster::new(Driver::Process);
+        c.client = Client::new(&c.url(), Some(API_TOKEN.into())).expect("client");
         c
     }
 
@@ -276,6 +301,8 @@ impl Cluster {
             "server", "--data-dir", dir.to_str().unwrap(), "--listen", &api, "--grpc-listen", &grpc,
             "--token", API_TOKEN, "--join-token", JOIN_TOKEN,
         ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(self.extra_server_args.iter().map(String::as_str));
         self.server = Some(Proc::spawn(&args, &log));
     }
 
@@ -287,7 +314,7 @@ impl Cluster {
     /// cluster's own, in `dataplane_dir()`).
     pub fn start_dataplane_as(&self, host: &str, join_token: &str) -> Proc {
         let dir = if host == "h1" { self.dataplane_dir() } else { self.dir.path().join(format!("dataplane-{host}")) };
-        let server = format!("http://127.0.0.1:{}", self.grpc_port);
+        let server = format!("{}://127.0.0.1:{}", self.scheme, self.grpc_port);
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("dataplane-{n}.log"));
         let mut args: Vec<String> =
