@@ -14,7 +14,10 @@
 //!
 //! Refill runs in the background, `refill_concurrency` prewarms at a time,
 //! and only while no user start is pending (user starts always go first),
-//! and never past `max_sandboxes` (alive sandboxes + members). A cold start
+//! and never past `max_sandboxes` (alive sandboxes + members). A pool that
+//! still holds at least half its target also waits [`REFILL_QUIET`] after the
+//! last user start, so a steady trickle of creates is not slowed by prewarms
+//! competing for the same cores; an emptied pool refills at once. A cold start
 //! that would exceed `max_sandboxes` evicts ready members first, in
 //! [`eviction_order`] (above buffer, then above min, then the rest); an
 //! allocated sandbox is never evicted.
@@ -38,6 +41,9 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::driver::Driver;
+
+/// How long after a user start a pool that is not short refrains from refilling.
+pub const REFILL_QUIET: Duration = Duration::from_millis(50);
 
 /// One template's pool settings (as in `PoolSpec`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +216,8 @@ pub struct PoolManager {
     readied: Notify,
     /// User starts queued or running (refill waits while there are any).
     cold_pending: AtomicUsize,
+    /// When the last user start ended (for [`REFILL_QUIET`]).
+    last_user_start: Mutex<Option<Instant>>,
 }
 
 impl PoolManager {
@@ -228,6 +236,7 @@ impl PoolManager {
             wake: Notify::new(),
             readied: Notify::new(),
             cold_pending: AtomicUsize::new(0),
+            last_user_start: Mutex::new(None),
         })
     }
 
@@ -362,8 +371,15 @@ impl PoolManager {
     }
 
     pub fn end_user_start(&self) {
+        *self.last_user_start.lock() = Some(Instant::now());
         self.cold_pending.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// What is left of the quiet time after the last user start, if any.
+    fn quiet_left(&self) -> Option<Duration> {
+        let since = self.last_user_start.lock().map(|t| t.elapsed())?;
+        REFILL_QUIET.checked_sub(since).filter(|d| !d.is_zero())
     }
 
     fn user_starts_pending(&self) -> bool {
@@ -462,7 +478,9 @@ impl PoolManager {
     }
 
     /// The template to prewarm next (the largest deficit), marked warming.
-    fn next_to_warm(&self) -> Option<String> {
+    /// While `quiet` (just after a user start) only a pool short of half its
+    /// target qualifies.
+    fn next_to_warm(&self, quiet: bool) -> Option<String> {
         let mut inner = self.inner.lock();
         if inner.in_flight >= self.opts.refill_concurrency.max(1) {
             return None;
@@ -472,6 +490,7 @@ impl PoolManager {
             .pools
             .iter()
             .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now))
+            .filter(|(_, p)| !quiet || p.unclaimed() * 2 < p.target())
             .map(|(t, p)| (p.target().saturating_sub(p.unclaimed()), t))
             .filter(|(deficit, _)| *deficit > 0)
             .max_by_key(|(deficit, _)| *deficit)
@@ -534,11 +553,12 @@ pub async fn refill_loop(pools: Arc<PoolManager>, alive: impl Fn() -> u64 + Send
     }
     let mut next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
+        // Retries after a failure's backoff, or once the quiet time is over.
+        let recheck = pools.quiet_left().map_or(Duration::from_millis(250), |q| q + Duration::from_millis(1));
         tokio::select! {
             _ = pools.wake.notified() => {}
             _ = tokio::time::sleep_until(next_tick) => {}
-            // Retries after a failure's backoff.
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(recheck) => {}
         }
         if tokio::time::Instant::now() >= next_tick {
             pools.tick();
@@ -549,7 +569,7 @@ pub async fn refill_loop(pools: Arc<PoolManager>, alive: impl Fn() -> u64 + Send
         }
         // User starts first: no new prewarm while one is queued or running.
         while !pools.user_starts_pending() && (alive() as usize + pools.members()) < pools.opts.max_sandboxes {
-            let Some(template) = pools.next_to_warm() else { break };
+            let Some(template) = pools.next_to_warm(pools.quiet_left().is_some()) else { break };
             let p = pools.clone();
             tokio::spawn(async move {
                 let t0 = Instant::now();
@@ -577,6 +597,32 @@ mod tests {
         assert!(PoolConf::parse("=1").is_err());
         assert!(PoolConf::parse("x=a").is_err());
         assert!(PoolConf::parse("x=1:2:3:4").is_err());
+    }
+
+    #[test]
+    fn right_after_a_user_start_only_a_short_pool_refills() {
+        let presets = vec![PoolConf::parse("full=4").unwrap(), PoolConf::parse("short=4").unwrap()];
+        let opts = PoolOptions { wait: Duration::ZERO, max_sandboxes: 100, refill_concurrency: 8, presets };
+        let pools = PoolManager::new(Arc::new(crate::driver::sim::SimDriver::new(Duration::ZERO)), opts);
+        {
+            let mut inner = pools.inner.lock();
+            let full = inner.pools.get_mut("full").unwrap();
+            for i in 0..3 {
+                full.ready.push_back(Member { id: format!("m{i}"), ready_at: Instant::now() });
+            }
+            inner.pools.get_mut("short").unwrap().ready.push_back(Member { id: "s0".into(), ready_at: Instant::now() });
+        }
+        assert_eq!(pools.quiet_left(), None, "no user start yet");
+        pools.begin_user_start();
+        pools.end_user_start();
+        assert!(pools.quiet_left().is_some_and(|q| q <= REFILL_QUIET));
+        // "full" holds 3 of 4 (not short): it waits; "short" holds 1 of 4.
+        assert_eq!(pools.next_to_warm(true).as_deref(), Some("short"));
+        assert_eq!(pools.next_to_warm(true), None, "2 of 4 (ready + warming) is half: not short any more");
+        // Once quiet, everyone refills to target: 1 more for "full", 2 for "short".
+        let mut picks: Vec<String> = std::iter::from_fn(|| pools.next_to_warm(false)).collect();
+        picks.sort();
+        assert_eq!(picks, ["full", "short", "short"]);
     }
 
     #[test]
