@@ -127,12 +127,12 @@ async fn writer_loop(
         let now_us = now_us();
         let now = now_us / 1000;
         let started = Instant::now();
-        let (writes, drained, pool_spent, completions) = {
+        let (writes, drained, spent, completions) = {
             let liveness = shared.liveness.read();
             let fleet = Fleet { pools: &shared.pools, net: &shared.net, now_us, liveness: &liveness, policy: &policy };
             let mut tx = Tx::new(&mut working);
             let completions: Vec<Completion> = jobs.drain(..).map(|job| job(&mut tx, &fleet)).collect();
-            (coalesce(tx.writes), tx.drained_ms, tx.pool_spent, completions)
+            (coalesce(tx.writes), tx.drained_ms, tx.spent, completions)
         };
         let result = if writes.is_empty() { Ok(writes) } else { commit(&store, writes).await };
         match result {
@@ -144,10 +144,11 @@ async fn writer_loop(
             Err(err) => {
                 tracing::error!(%err, jobs = completions.len(), "commit failed; batch rejected");
                 // Undo everything the batch did outside the store: the working
-                // image goes back to the committed one, the warm slots its
-                // placements counted on are free again. Readers never saw it.
+                // image goes back to the committed one, the pool members and
+                // network slots its placements counted on are free again.
+                // Readers never saw it.
                 working = shared.committed.read().clone();
-                decide::return_pool_members(&shared.pools, &pool_spent);
+                decide::give_back(&shared.pools, &shared.net, &spent);
                 m::record_commit_failure();
                 completions.into_iter().for_each(|c| c(Err(err.clone())));
             }
@@ -248,7 +249,7 @@ mod tests {
     /// error, the read model and the working image stay as committed, and
     /// the warm slot the placement counted on is free again.
     #[tokio::test]
-    async fn a_refused_commit_rolls_back_the_image_and_the_warm_slots() {
+    async fn a_refused_commit_rolls_back_the_image_the_warm_slots_and_the_network_slots() {
         use crate::state::decide::{create, register, Liveness, PoolCounts, Registration};
         use corral_store::{FaultyStore, MemoryStore};
 
@@ -271,6 +272,7 @@ mod tests {
         shared.liveness.write().insert("h".into(), Liveness { last_seen_ms: now_us() / 1000, cpu_pct: 0.0 });
         let three_ready = PoolCounts { ready: 3, ..Default::default() };
         shared.pools.lock().insert("h".into(), [("base".to_string(), three_ready)].into());
+        shared.net.lock().insert("h".into(), 2);
         let spec = sb("x", SandboxState::Pending).spec;
         let committed_before = inner.load().unwrap();
 
@@ -282,6 +284,12 @@ mod tests {
         assert!(shared.committed.read().sandboxes.is_empty());
         assert_eq!(inner.load().unwrap().sandboxes, committed_before.sandboxes);
         assert_eq!(inner.load().unwrap().outbox, committed_before.outbox);
+
+        faults.fail_next(1);
+        let nat = SandboxSpec { network: corral_core::NetworkMode::Nat, ..spec.clone() };
+        let refused = ctl.run(move |tx, f| create(tx, f, "sb-n".into(), nat, None)).await;
+        assert!(matches!(refused, Err(Unavailable::Store(_))), "{refused:?}");
+        assert_eq!(shared.net.lock()["h"], 2, "the network slot is free again");
 
         // The same key is new to the working image: the retry creates.
         let placed = ctl.run(move |tx, f| create(tx, f, "sb-2".into(), spec, Some("k".into()))).await.unwrap().unwrap();

@@ -93,13 +93,28 @@ fn cheapest_eviction(pools: &HashMap<String, PoolCounts>) -> Option<(&str, Evict
         .map(|(t, class, _)| (t, class))
 }
 
-/// Gives back the pool members that placements which were not committed
-/// counted on (`(host, template)` pairs from [`Tx::pool_spent`]).
-pub fn return_pool_members(pools: &PoolView, spent: &[(String, String)]) {
+/// What a transaction's placements took from the scheduler's views of the
+/// hosts (which live outside the store): given back if it does not commit.
+#[derive(Debug, Default)]
+pub struct Spent {
+    /// `(host, template)` of each pool member counted on (a warm claim or a vacuum).
+    pub pool_members: Vec<(String, String)>,
+    /// The host of each network slot a `nat` placement took.
+    pub net_slots: Vec<String>,
+}
+
+/// Gives back what placements that were not committed counted on.
+pub fn give_back(pools: &PoolView, net: &NetSlots, spent: &Spent) {
     let mut pools = pools.lock();
-    for (host, template) in spent {
+    for (host, template) in &spent.pool_members {
         if let Some(p) = pools.get_mut(host).and_then(|t| t.get_mut(template)) {
             p.ready += 1;
+        }
+    }
+    let mut net = net.lock();
+    for host in &spent.net_slots {
+        if let Some(slots) = net.get_mut(host) {
+            *slots += 1;
         }
     }
 }
@@ -146,14 +161,14 @@ pub struct Tx<'a> {
     pub writes: Vec<Write>,
     /// Commit → ack latency of each command acknowledged in this transaction.
     pub drained_ms: Vec<u64>,
-    /// `(host, template)` of every pool member a placement counted on (a
-    /// warm claim or a vacuum): given back if the transaction does not commit.
-    pub pool_spent: Vec<(String, String)>,
+    /// What placements took from the scheduler's views: given back if the
+    /// transaction does not commit.
+    pub spent: Spent,
 }
 
 impl<'a> Tx<'a> {
     pub fn new(state: &'a mut State) -> Self {
-        Tx { state, writes: Vec::new(), drained_ms: Vec::new(), pool_spent: Vec::new() }
+        Tx { state, writes: Vec::new(), drained_ms: Vec::new(), spent: Spent::default() }
     }
 
     fn write(&mut self, w: Write) {
@@ -322,11 +337,12 @@ fn place(tx: &mut Tx, fleet: &Fleet, mut sb: Sandbox) -> bool {
         return false;
     };
     if let Some(spent) = spend_room(fleet, &host, &sb.spec.template, room) {
-        tx.pool_spent.push((host.clone(), spent));
+        tx.spent.pool_members.push((host.clone(), spent));
     }
     if sb.spec.network == NetworkMode::Nat {
         if let Some(slots) = fleet.net.lock().get_mut(&host) {
             *slots -= 1;
+            tx.spent.net_slots.push(host.clone());
         }
     }
     let command = Command::AddSandbox { sandbox_id: sb.id.clone(), spec: sb.spec.clone() };
