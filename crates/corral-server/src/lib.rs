@@ -115,21 +115,24 @@ impl Server {
     /// the data dir, so scripts and tests can use port 0.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         // Bad certificate files fail before the store is touched.
-        config.tls.as_ref().map(tls::Tls::load).transpose()?;
-        let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
-        let path = dir.join(STORE_FILE);
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
+        create_data_dir(&config)?;
+        let path = config.data_dir.join(STORE_FILE);
         let store: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&path)).await.map_err(join_err)??);
-        Server::bind_with_store(config, store).await
+        Server::assemble(config, store, tls).await
     }
 
     /// Like [`Server::bind`] over any store (tests wrap one to inject
     /// faults); `data_dir` still receives the address files.
     pub async fn bind_with_store(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, ServerError> {
         let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
-        let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        create_data_dir(&config)?;
+        Server::assemble(config, store, tls).await
+    }
+
+    /// Loads the state from `store` and binds both ports.
+    async fn assemble(config: ServerConfig, store: Arc<dyn Store>, tls: Option<tls::Tls>) -> Result<Server, ServerError> {
         let snap = { let s = store.clone(); tokio::task::spawn_blocking(move || s.load()).await.map_err(join_err)?? };
         // Cheap next to the load (one pass), and the one moment a broken
         // store can be told apart from a bug that breaks it later.
@@ -322,6 +325,11 @@ async fn tick_loop(controller: Controller, shared: Arc<Shared>) {
         controller.submit(decide::tick);
         shared.prune_waiters();
     }
+}
+
+fn create_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))
 }
 
 fn join_err(e: tokio::task::JoinError) -> ServerError {
