@@ -18,17 +18,21 @@ fn spec() -> SandboxSpec {
     }
 }
 
-struct World {
-    state: State,
+/// Decisions on a working state, as the controller makes them (the store
+/// rules' tests replay `log` into a store).
+pub(super) struct World {
+    pub(super) state: State,
     live: HashMap<String, Liveness>,
     policy: Policy,
     pools: PoolView,
     net: NetSlots,
     now: u64,
+    /// Every write made so far, in order.
+    pub(super) log: Vec<Write>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         World {
             state: State::default(),
             live: HashMap::new(),
@@ -36,18 +40,20 @@ impl World {
             pools: PoolView::default(),
             net: NetSlots::default(),
             now: 1_000_000,
+            log: Vec::new(),
         }
     }
 
     /// Runs one decision and returns the writes it made.
-    fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
+    pub(super) fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> (R, Vec<Write>) {
         let fleet = Fleet { pools: &self.pools, net: &self.net, now_us: self.now * 1000, liveness: &self.live, policy: &self.policy };
         let mut tx = Tx::new(&mut self.state);
         let r = f(&mut tx, &fleet);
+        self.log.extend(tx.writes.iter().cloned());
         (r, tx.writes)
     }
 
-    fn add_host(&mut self, id: &str) -> u64 {
+    pub(super) fn add_host(&mut self, id: &str) -> u64 {
         self.add_host_max(id, 0)
     }
 

@@ -1,14 +1,12 @@
 //! The rules hold on every store real decisions produce, and each broken
 //! store is reported under exactly the rule it breaks.
 
-use std::collections::HashMap;
-
 use corral_core::{Command, EndReason, OutboxEntry, SandboxSpec, SandboxState};
 use corral_store::{MemoryStore, Snapshot, Store};
 
 use super::{check, Violation};
 use crate::state::decide::*;
-use crate::state::State;
+use crate::state::tests::World;
 
 fn spec() -> SandboxSpec {
     SandboxSpec {
@@ -20,55 +18,8 @@ fn spec() -> SandboxSpec {
     }
 }
 
-/// Decisions committed to a memory store, as the controller does.
-struct World {
-    state: State,
-    store: MemoryStore,
-    live: HashMap<String, Liveness>,
-    policy: Policy,
-    pools: PoolView,
-    net: NetSlots,
-    now_ms: u64,
-}
-
-impl World {
-    fn new() -> Self {
-        World {
-            state: State::default(),
-            store: MemoryStore::new(),
-            live: HashMap::new(),
-            policy: Policy::default(),
-            pools: PoolView::default(),
-            net: NetSlots::default(),
-            now_ms: 1_000_000,
-        }
-    }
-
-    fn run<R>(&mut self, f: impl FnOnce(&mut Tx, &Fleet) -> R) -> R {
-        let fleet = Fleet { pools: &self.pools, net: &self.net, now_us: self.now_ms * 1000, liveness: &self.live, policy: &self.policy };
-        let mut tx = Tx::new(&mut self.state);
-        let r = f(&mut tx, &fleet);
-        self.store.commit(&tx.writes).expect("memory commit");
-        self.now_ms += 1;
-        r
-    }
-
-    fn add_host(&mut self, id: &str) {
-        self.live.insert(id.into(), Liveness { last_seen_ms: self.now_ms, cpu_pct: 0.0 });
-        let reg = Registration {
-            host_id: id.into(),
-            cpu_millis: 2000,
-            memory_mb: 4096,
-            templates: vec!["base".into()],
-            agent_addr: "127.0.0.1:9".into(),
-            max_sandboxes: 0,
-        };
-        self.run(|tx, f| register(tx, f, reg));
-    }
-
-    fn on_host(&self, host: &str) -> Vec<String> {
-        self.state.hosts[host].live.iter().cloned().collect()
-    }
+fn on_host(w: &World, host: &str) -> Vec<String> {
+    w.state.hosts[host].live.iter().cloned().collect()
 }
 
 /// Two hosts; on `h1` everything acknowledged, one sandbox running, one
@@ -79,18 +30,21 @@ fn decided() -> Snapshot {
     w.add_host("h2");
     for i in 0..8 {
         let key = (i % 2 == 0).then(|| format!("key-{i}"));
-        w.run(|tx, f| create(tx, f, format!("sb-{i}"), spec(), key)).expect("create");
+        w.run(|tx, f| create(tx, f, format!("sb-{i}"), spec(), key)).0.expect("create");
     }
-    assert!(w.on_host("h1").len() >= 3 && !w.on_host("h2").is_empty(), "placement spreads over both hosts");
+    assert!(on_host(&w, "h1").len() >= 3 && !on_host(&w, "h2").is_empty(), "placement spreads over both hosts");
     let h1 = w.state.hosts["h1"].host.clone();
     w.run(|tx, f| ack(tx, f, "h1", h1.epoch, h1.last_seq));
-    let on_h1 = w.on_host("h1");
+    let on_h1 = on_host(&w, "h1");
     let started = on_h1.iter().map(|id| HostEvent::Started { sandbox_id: id.clone(), path: None }).collect();
     w.run(|tx, f| host_events(tx, f, "h1", started));
-    w.run(|tx, f| stop(tx, f, &on_h1[0], EndReason::Deleted)).expect("stop");
+    w.run(|tx, f| stop(tx, f, &on_h1[0], EndReason::Deleted)).0.expect("stop");
     let exited = HostEvent::Ended { sandbox_id: on_h1[1].clone(), reason: EndReason::Exited, message: String::new() };
     w.run(|tx, f| host_events(tx, f, "h1", vec![exited]));
-    w.store.load().expect("load")
+    // Committed in order, as the controller would have, batch by batch.
+    let store = MemoryStore::new();
+    store.commit(&w.log).expect("memory commit");
+    store.load().expect("load")
 }
 
 fn rules(v: &[Violation]) -> Vec<&'static str> {
