@@ -6,21 +6,22 @@
 //! read-only while `/tmp` stays writable). On kernels without Landlock the
 //! call does nothing.
 //!
-//! Applied per exec, between fork and exec, so the init itself (which serves
-//! `write_file`) is not restricted. No scoping of signals or abstract sockets:
+//! Enforced per exec, by the child between clone and exec, so the init
+//! itself (which serves `write_file`) is not restricted. No scoping of signals or abstract sockets:
 //! commands of different execs may still signal each other, as users expect.
 
-use landlock::{
-    AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
-};
+use std::os::fd::OwnedFd;
+
+use landlock::{AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI};
 
 /// The ABI whose write rights we handle (newer kernels are fine; older ones
 /// get the subset they know).
 const TARGET_ABI: ABI = ABI::V5;
 
-/// Restricts the calling process's file modifications to beneath `writable`
-/// plus `/dev`. Returns whether the kernel enforced it.
-pub(crate) fn restrict_writes(writable: &[String]) -> Result<bool, String> {
+/// A ruleset that confines file modifications to beneath `writable` plus
+/// `/dev`, for the exec'd child to enforce on itself (see
+/// `init::spawn`). `None` when the kernel has no Landlock: nothing to enforce.
+pub(crate) fn write_ruleset(writable: &[String]) -> Result<Option<OwnedFd>, String> {
     let write = AccessFs::from_write(TARGET_ABI);
     let mut ruleset = Ruleset::default()
         .handle_access(write)
@@ -37,8 +38,5 @@ pub(crate) fn restrict_writes(writable: &[String]) -> Result<bool, String> {
             .add_rule(PathBeneath::new(fd, write))
             .map_err(|e| format!("landlock rule {path}: {e}"))?;
     }
-    let status = ruleset
-        .restrict_self()
-        .map_err(|e| format!("landlock restrict: {e}"))?;
-    Ok(status.ruleset != RulesetStatus::NotEnforced)
+    Ok(ruleset.into())
 }

@@ -1,15 +1,14 @@
 //! Running a command inside the sandbox and streaming its output.
 //!
-//! The command is forked from the init (single-threaded, so fork is safe)
-//! and inherits everything that makes it sandboxed: namespaces, cgroup,
-//! `no_new_privs`, the seccomp filter and the reduced bounding set. Between
-//! fork and exec it becomes a session and process-group leader (so a timeout
-//! kills the whole group) and resets its OOM score (the init's is -1000).
+//! The command is started from the init without copying it (`init::spawn`) and
+//! inherits everything that makes it sandboxed: namespaces, cgroup,
+//! `no_new_privs`, the seccomp filter and the reduced bounding set. Before
+//! its exec it becomes a session and process-group leader (so a timeout
+//! kills the whole group), resets its OOM score (the init's is -1000) and
+//! takes the requested ids and Landlock domain.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +17,7 @@ use tokio::net::UnixStream;
 
 use super::reaper::ChildExit;
 use super::server::Init;
+use super::spawn::Launch;
 use crate::config::ExecExit;
 use crate::protocol::{self, ExecRequest, InitReply, Kind, CHUNK};
 
@@ -49,27 +49,20 @@ pub(crate) async fn handle(
     let Some(program) = req.argv.first() else {
         return reply_error(conn, "empty argv".into(), false).await;
     };
-    let mut cmd = command(program, &req, init);
     let start = Instant::now();
-    let mut child = match cmd.spawn() {
+    let child = match launch(program, &req, init).and_then(|l| l.spawn()) {
         Ok(c) => c,
         Err(e) => {
             let missing = e.kind() == std::io::ErrorKind::NotFound;
             return reply_error(conn, format!("cannot run {program}: {e}"), missing).await;
         }
     };
-    let pid = child.id() as i32;
+    let pid = child.pid;
     let exited = init.reaper.watch(pid);
     let mut guard = GroupGuard(pid, true);
-    let (Some(i), Some(o), Some(e)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return reply_error(conn, "missing pipes".into(), false).await;
-    };
-    let stdin_pipe = pipe::Sender::from_owned_fd(OwnedFd::from(i))?;
-    let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(o))?;
-    let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(e))?;
-    drop(child); // never waited on here: the reaper owns wait()
+    let stdin_pipe = pipe::Sender::from_owned_fd(child.stdin)?;
+    let stdout = pipe::Receiver::from_owned_fd(child.stdout)?;
+    let stderr = pipe::Receiver::from_owned_fd(child.stderr)?;
     let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
     let (status, timed_out) = pump(
         conn, stdin, stdin_pipe, stdout, stderr, exited, timeout, pid,
@@ -86,40 +79,22 @@ pub(crate) async fn handle(
     protocol::write_json(conn, Kind::Reply, &InitReply::Exit(exit)).await
 }
 
-/// Builds the command: env = defaults < sandbox env < request env.
-fn command(program: &str, req: &ExecRequest, init: &Init) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..])
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .env(
-            "HOME",
-            if req.uid.unwrap_or(0) == 0 {
-                "/root"
-            } else {
-                "/"
-            },
-        )
-        .envs(&init.env)
-        .envs(&req.env)
-        .current_dir(resolve_cwd(&req.cwd, &init.workdir))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (uid, gid) = (req.uid, req.gid.or(req.uid));
-    let landlock = init.landlock_writable.clone();
-    // SAFETY: the closure runs in the forked child of this *single-threaded*
-    // init, so even the allocations Landlock's builder makes cannot deadlock.
-    unsafe {
-        cmd.pre_exec(move || {
-            child_setup(uid, gid)?;
-            if let Some(paths) = &landlock {
-                crate::landlock::restrict_writes(paths).map_err(std::io::Error::other)?;
-            }
-            Ok(())
-        })
+/// Prepares the command: env = defaults < sandbox env < request env.
+fn launch(program: &str, req: &ExecRequest, init: &Init) -> std::io::Result<Launch> {
+    let home = if req.uid.unwrap_or(0) == 0 { "/root" } else { "/" };
+    let mut env = BTreeMap::from([
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
+        ("HOME".to_string(), home.to_string()),
+    ]);
+    env.extend(init.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let landlock = match &init.landlock_writable {
+        Some(paths) => crate::landlock::write_ruleset(paths).map_err(std::io::Error::other)?,
+        None => None,
     };
-    cmd
+    let ids = (req.uid, req.gid.or(req.uid));
+    let cwd = resolve_cwd(&req.cwd, &init.workdir);
+    Launch::new(program, &req.argv[1..], &env, &cwd, ids, landlock)
 }
 
 fn resolve_cwd(cwd: &str, workdir: &str) -> String {
@@ -134,35 +109,6 @@ fn resolve_cwd(cwd: &str, workdir: &str) -> String {
         c if c.starts_with('/') => c.into(),
         c => Path::new(workdir).join(c).display().to_string(),
     }
-}
-
-/// Between fork and exec, in the child.
-fn child_setup(uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on our own process.
-    unsafe {
-        if libc::setsid() < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-        if let Some(g) = gid {
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(g, g, g) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        if let Some(u) = uid {
-            if libc::setresuid(u, u, u) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Feeds stdin, forwards output chunks, waits for the exit (and the timeout).
@@ -183,7 +129,10 @@ async fn pump(
     tokio::pin!(feed);
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let kill_at = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
-    let (mut ob, mut eb, mut probe) = (vec![0u8; CHUNK], vec![0u8; CHUNK], [0u8; 64]);
+    // Filled through `read_buf`: no zeroing, and only the pages output
+    // actually reaches are ever touched.
+    let (mut ob, mut eb) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK));
+    let mut probe = [0u8; 64];
     let (mut out_open, mut err_open, mut fed, mut timed_out) = (true, true, false, false);
     let mut status: Option<ChildExit> = None;
     let mut drain_until = far;
@@ -198,12 +147,18 @@ async fn pump(
                     return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"));
                 }
             }
-            r = stdout.read(&mut ob), if out_open => match r {
-                Ok(n) if n > 0 => protocol::write_frame(&mut client_wr, Kind::Stdout, &ob[..n]).await?,
+            r = stdout.read_buf(&mut ob), if out_open => match r {
+                Ok(n) if n > 0 => {
+                    protocol::write_frame(&mut client_wr, Kind::Stdout, &ob).await?;
+                    ob.clear();
+                }
                 _ => out_open = false,
             },
-            r = stderr.read(&mut eb), if err_open => match r {
-                Ok(n) if n > 0 => protocol::write_frame(&mut client_wr, Kind::Stderr, &eb[..n]).await?,
+            r = stderr.read_buf(&mut eb), if err_open => match r {
+                Ok(n) if n > 0 => {
+                    protocol::write_frame(&mut client_wr, Kind::Stderr, &eb).await?;
+                    eb.clear();
+                }
                 _ => err_open = false,
             },
             s = &mut exited, if status.is_none() => {

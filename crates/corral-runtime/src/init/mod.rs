@@ -20,6 +20,7 @@ mod files;
 mod phases;
 mod reaper;
 mod server;
+mod spawn;
 
 pub(crate) use self::phases::Phases;
 
