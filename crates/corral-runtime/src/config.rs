@@ -92,6 +92,20 @@ pub struct SandboxConfig {
     pub landlock_writable: Option<Vec<String>>,
     /// Loopback only (default) or a NAT'd `eth0` (needs [`RuntimeConfig::nat`]).
     pub network: NetworkMode,
+    /// Whether creating it may compete with running sandboxes for CPU.
+    pub priority: Priority,
+}
+
+/// How a sandbox's creation shares the CPU with the sandboxes already running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// Created as soon as possible: a user is waiting for it.
+    #[default]
+    Normal,
+    /// Created from CPU that running sandboxes leave idle (warm-pool
+    /// members): its spawner runs niced and its cgroup has the lowest CPU
+    /// weight, until [`crate::Runtime::update_limits`] binds it to a user.
+    Background,
 }
 
 impl SandboxConfig {
@@ -109,6 +123,7 @@ impl SandboxConfig {
             workdir: "/root".to_string(),
             landlock_writable: None,
             network: NetworkMode::Isolated,
+            priority: Priority::Normal,
         }
     }
 }
@@ -198,6 +213,8 @@ pub struct AppliedLimits {
     pub pids_max: Option<u64>,
     /// (quota_us, period_us)
     pub cpu_quota: Option<(u64, u64)>,
+    /// v1 `cpu.shares` or v2 `cpu.weight`, as written (`None`: no cpu controller).
+    pub cpu_weight: Option<u64>,
 }
 
 /// Live counters of a sandbox's cgroup.

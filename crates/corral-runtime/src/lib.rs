@@ -62,7 +62,7 @@ pub use caps::{parse_cap_eff, SANDBOX_CAPS};
 pub use cleanup::force_cleanup;
 pub use client::{ExecEvent, ExecStream, MAX_BUFFERED_OUTPUT};
 pub use config::{
-    AppliedLimits, BindMount, ExecExit, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig,
+    AppliedLimits, BindMount, ExecExit, ExecOutput, ExecSpec, ExitInfo, Priority, RuntimeConfig,
     SandboxConfig, SandboxInfo, SandboxStats,
 };
 pub use error::RuntimeError;

@@ -9,22 +9,24 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 
-use crate::cgroup::{Cgroup, Layout, Limits};
+use crate::cgroup::{Cgroup, CpuWeight, Layout, Limits};
 use crate::client::{self, ExecStream};
 use crate::config::{
-    AppliedLimits, ExecOutput, ExecSpec, ExitInfo, RuntimeConfig, SandboxConfig, SandboxInfo,
-    SandboxStats,
+    AppliedLimits, ExecOutput, ExecSpec, ExitInfo, Priority, RuntimeConfig, SandboxConfig,
+    SandboxInfo, SandboxStats,
 };
 use crate::error::{Result, RuntimeError};
 use crate::idmap::{SlotAllocator, IDS_PER_SANDBOX};
 use crate::net::slots::NetSlots;
 use crate::net::{self, NetworkMode, SlotAddrs};
 use crate::protocol::{InitConfig, SpawnRequest};
-use crate::spawner_client::{InitStatus, SpawnerClient};
+use crate::spawner_client::{set_nice, InitStatus, SpawnerClient, SpawnerSlot};
 use crate::state::{self, Meta, Paths};
 
 /// How long destroy waits for a killed init to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Niceness of the background spawner (the lowest priority there is).
+const BACKGROUND_NICE: i32 = 19;
 
 /// One live (or ended but not yet destroyed) sandbox.
 struct Entry {
@@ -62,8 +64,11 @@ impl Entry {
 struct Inner {
     cfg: RuntimeConfig,
     layout: Layout,
-    /// Replaced by a fresh one if it dies; running inits do not depend on it.
-    spawner: tokio::sync::RwLock<Arc<SpawnerClient>>,
+    /// Spawns every [`Priority::Normal`] sandbox.
+    spawner: SpawnerSlot,
+    /// Spawns [`Priority::Background`] ones at [`BACKGROUND_NICE`], so pool
+    /// refills never queue user creates behind them nor take their CPU.
+    background: SpawnerSlot,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     slots: Mutex<SlotAllocator>,
     /// `/30` slots of the `nat` range (`None`: the mode is off).
@@ -116,13 +121,14 @@ impl Runtime {
             }
             None => None,
         };
-        let spawner = tokio::sync::RwLock::new(Arc::new(SpawnerClient::start(&cfg).await?));
+        let spawner = SpawnerSlot::started(&cfg, 0).await?;
         let starts = (cfg.max_parallel_starts > 0)
             .then(|| tokio::sync::Semaphore::new(cfg.max_parallel_starts));
         let inner = Inner {
             cfg,
             layout,
             spawner,
+            background: SpawnerSlot::lazy(BACKGROUND_NICE),
             sandboxes: Mutex::new(HashMap::new()),
             slots: Mutex::new(slots),
             net_slots,
@@ -143,23 +149,21 @@ impl Runtime {
 
     /// Host pid of the spawner (for diagnostics and tests).
     pub fn spawner_pid(&self) -> Option<u32> {
-        self.inner.spawner.try_read().ok().and_then(|s| s.pid())
+        self.inner.spawner.pid()
     }
 
-    /// The live spawner, restarting it if it died.
-    async fn spawner(&self) -> Result<Arc<SpawnerClient>> {
-        {
-            let s = self.inner.spawner.read().await;
-            if s.is_alive() {
-                return Ok(s.clone());
-            }
-        }
-        let mut w = self.inner.spawner.write().await;
-        if !w.is_alive() {
-            tracing::warn!("spawner died; starting a new one");
-            *w = Arc::new(SpawnerClient::start(&self.inner.cfg).await?);
-        }
-        Ok(w.clone())
+    /// Host pid of the background spawner, once it has started.
+    pub fn background_spawner_pid(&self) -> Option<u32> {
+        self.inner.background.pid()
+    }
+
+    /// The live spawner for a priority, restarting it if it died.
+    async fn spawner(&self, priority: Priority) -> Result<Arc<SpawnerClient>> {
+        let slot = match priority {
+            Priority::Normal => &self.inner.spawner,
+            Priority::Background => &self.inner.background,
+        };
+        slot.get(&self.inner.cfg).await
     }
 
     /// Creates a sandbox and returns once its init answers on its socket.
@@ -228,6 +232,9 @@ impl Runtime {
             pids_max: cfg.pids_max,
         };
         cgroup.create(limits)?;
+        if cfg.priority == Priority::Background {
+            cgroup.set_cpu_weight(CpuWeight::Idle)?;
+        }
         let host_id_base = lock(&self.inner.slots).host_base(slot);
         let req = SpawnRequest {
             host_id_base,
@@ -248,7 +255,7 @@ impl Runtime {
         let t_cg = started.elapsed();
         let net = self.take_net_slot(cfg.network)?;
         let spawned = async {
-            let spawned = self.spawner().await?.spawn(req).await?;
+            let spawned = self.spawner(cfg.priority).await?.spawn(req).await?;
             let meta = Meta {
                 id: cfg.id.clone(),
                 pid: spawned.pid,
@@ -410,11 +417,16 @@ impl Runtime {
 
     /// Changes the cpu and memory limits of a live sandbox (0 = unlimited),
     /// on v1 and v2 alike; the task limit stays as created. A warm-pool claim
-    /// applies the request's limits this way.
+    /// applies the request's limits this way, which also lifts a
+    /// [`Priority::Background`] sandbox to normal priority.
     pub fn update_limits(&self, id: &str, cpu_millis: u32, memory_mb: u32) -> Result<()> {
-        self.live_entry(id)?
-            .cgroup
-            .apply_cpu_memory(cpu_millis, memory_mb)
+        let e = self.live_entry(id)?;
+        e.cgroup.apply_cpu_memory(cpu_millis, memory_mb)?;
+        // A background-made sandbox now works for a user: normal weight,
+        // and its init (whose forks every exec inherits) at nice 0.
+        e.cgroup.set_cpu_weight(CpuWeight::Normal)?;
+        set_nice(e.pid, 0);
+        Ok(())
     }
 
     /// Sets the hostname inside a live sandbox. Done from the host: a

@@ -46,7 +46,11 @@ impl SpawnerClient {
     /// multi-threaded process) with a socketpair end as its stdin and an
     /// empty environment (inits are forked from it, and sandboxes must not
     /// inherit the dataplane's secrets through /proc/1/environ).
-    pub async fn start(cfg: &RuntimeConfig) -> Result<Self> {
+    ///
+    /// A non-zero `nice` is set on the spawner at once, before any request:
+    /// what it clones (namespaces, id maps, cgroup joins) then runs at that
+    /// niceness, and so do its inits until reniced.
+    pub async fn start(cfg: &RuntimeConfig, nice: i32) -> Result<Self> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| RuntimeError::io("socketpair", e))?;
         let exe = cfg
@@ -71,6 +75,9 @@ impl SpawnerClient {
         tokio::spawn(read_loop(rd, shared.clone()));
         tracing::debug!(pid = ?child.id(), exe = %exe.display(), "spawner started");
         let pid = child.id();
+        if let (Some(pid), true) = (pid, nice != 0) {
+            set_nice(pid as i32, nice);
+        }
         // The tokio child handle reaps the spawner in the background once it exits.
         drop(child);
         Ok(SpawnerClient {
@@ -109,6 +116,63 @@ impl SpawnerClient {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(msg)) => Err(RuntimeError::Setup(msg)),
             Err(_) => Err(RuntimeError::Spawner("spawner exited".into())),
+        }
+    }
+}
+
+/// A spawner that is (re)started when needed: a dead one is replaced at the
+/// next spawn (running inits do not depend on it).
+pub(crate) struct SpawnerSlot {
+    nice: i32,
+    client: tokio::sync::RwLock<Option<Arc<SpawnerClient>>>,
+}
+
+impl SpawnerSlot {
+    /// A slot whose spawner starts with the first spawn.
+    pub fn lazy(nice: i32) -> SpawnerSlot {
+        SpawnerSlot { nice, client: tokio::sync::RwLock::new(None) }
+    }
+
+    /// A slot with its spawner started now (so a broken host fails early).
+    pub async fn started(cfg: &RuntimeConfig, nice: i32) -> Result<SpawnerSlot> {
+        let client = Arc::new(SpawnerClient::start(cfg, nice).await?);
+        Ok(SpawnerSlot { nice, client: tokio::sync::RwLock::new(Some(client)) })
+    }
+
+    /// The live spawner, starting one if there is none or it died.
+    pub async fn get(&self, cfg: &RuntimeConfig) -> Result<Arc<SpawnerClient>> {
+        if let Some(c) = self.client.read().await.as_ref().filter(|c| c.is_alive()) {
+            return Ok(c.clone());
+        }
+        let mut w = self.client.write().await;
+        match w.as_ref() {
+            Some(c) if c.is_alive() => return Ok(c.clone()),
+            Some(_) => tracing::warn!(nice = self.nice, "spawner died; starting a new one"),
+            None => {}
+        }
+        let c = Arc::new(SpawnerClient::start(cfg, self.nice).await?);
+        *w = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The current spawner's host pid, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.client.try_read().ok()?.as_ref()?.pid()
+    }
+}
+
+/// Sets the niceness of every thread of process `pid` (best effort: a failure
+/// only costs priority, never correctness).
+pub(crate) fn set_nice(pid: i32, nice: i32) {
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![pid]);
+    for tid in tids {
+        // SAFETY: setpriority on a thread id; no memory is involved.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!(pid, tid, nice, error = %e, "setpriority");
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{fixture, text};
-use corral_runtime::{ExecEvent, ExecSpec, Runtime, RuntimeError};
+use corral_runtime::{ExecEvent, ExecSpec, Priority, Runtime, RuntimeError};
 
 #[tokio::test]
 async fn create_exec_destroy() {
@@ -440,6 +440,70 @@ async fn a_claim_rebinds_limits_and_hostname() {
     f.rt.set_hostname(&id, "tenant-sandbox").unwrap();
     assert_eq!(f.sh(&id, "hostname").await.stdout, b"tenant-sandbox\n");
     assert!(f.rt.set_hostname(&id, "").is_err());
+}
+
+/// What a command inherits from the init that it must not: blocked or
+/// ignored signals (Rust ignores SIGPIPE), the init's OOM immunity, its
+/// session.
+#[tokio::test]
+async fn commands_start_with_default_signals_their_own_session_and_oom_score() {
+    let Some(f) = fixture("inherit").await else {
+        return;
+    };
+    let id = f.create("sb-inherit").await;
+    let out = f
+        .run(&id, &["/bin/grep", "-E", "^(SigBlk|SigIgn)", "/proc/self/status"])
+        .await;
+    assert_eq!(
+        text(&out.stdout),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{out:?}"
+    );
+    let out = f
+        .run(&id, &["/bin/cat", "/proc/self/oom_score_adj"])
+        .await;
+    assert_eq!(text(&out.stdout), "0\n");
+    // A session leader: its session id is its own pid.
+    let out = f.sh(&id, "echo $$; cut -d' ' -f6 /proc/$$/stat").await;
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines[0], lines[1], "{out:?}");
+}
+
+/// The niceness of a host process (field 19 of `/proc/PID/stat`).
+fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = stat.rsplit_once(')').unwrap().1;
+    after_comm.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// A pool member is made at idle priority (its own niced spawner, the
+/// lowest cgroup CPU weight) and works at normal priority once claimed.
+#[tokio::test]
+async fn a_background_sandbox_is_idle_priority_until_claimed() {
+    let Some(f) = fixture("prio").await else {
+        return;
+    };
+    let normal = f.create("sb-normal").await;
+    assert_eq!(f.rt.background_spawner_pid(), None, "started on demand");
+    let mut cfg = f.config("sb-member");
+    cfg.priority = Priority::Background;
+    let info = f.rt.create(cfg).await.unwrap();
+    let (spawner, background) = (f.rt.spawner_pid().unwrap(), f.rt.background_spawner_pid().unwrap());
+    assert_ne!(spawner, background);
+    assert_eq!((nice_of(spawner), nice_of(background)), (0, 19));
+    assert_eq!(nice_of(info.pid as u32), 19, "the init inherits the spawner's niceness");
+    let exec_nice = "cut -d' ' -f19 /proc/self/stat";
+    assert_eq!(text(&f.sh(&info.id, exec_nice).await.stdout), "19\n");
+    let weight = |id: &str| f.rt.limits(id).unwrap().cpu_weight;
+    // v1 cpu.shares / v2 cpu.weight; hosts without a cpu controller have neither.
+    if let Some(w) = weight(&normal) {
+        assert!(matches!(w, 100 | 1024), "default weight, got {w}");
+        assert!(matches!(weight(&info.id), Some(1 | 2)), "idle weight");
+    }
+    f.rt.update_limits(&info.id, 500, 128).unwrap();
+    assert_eq!(nice_of(info.pid as u32), 0);
+    assert_eq!(text(&f.sh(&info.id, exec_nice).await.stdout), "0\n");
+    assert_eq!(weight(&info.id), weight(&normal), "claimed: normal weight");
 }
 
 /// Orphans are reparented to the init, which reaps them: no zombie stays.

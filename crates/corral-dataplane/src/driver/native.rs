@@ -415,6 +415,9 @@ impl Driver for NativeDriver {
             cfg.memory_mb = MEMBER_MEMORY_MB;
             cfg.pids_max = self.config.pids_max;
             cfg.disk_mb = self.config.disk_mb;
+            // Made from CPU that running sandboxes leave idle; the claim
+            // (`update_limits`) lifts it to normal priority.
+            cfg.priority = corral_runtime::Priority::Background;
             // Marked before it exists, so a crash never leaves an unmarked
             // member that a restart would mistake for a sandbox.
             let marker = self.pool_marker(&member);

@@ -47,6 +47,32 @@ pub struct Limits {
     pub pids_max: u32,
 }
 
+/// A sandbox's CPU weight relative to the other sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuWeight {
+    /// The kernel's default (v1 `cpu.shares` 1024, v2 `cpu.weight` 100).
+    Normal,
+    /// The lowest the kernel takes (2 and 1): ~0.2% (v1) or 1% (v2) of a
+    /// normal sibling's share when both want the CPU, all of it otherwise.
+    Idle,
+}
+
+impl CpuWeight {
+    fn v1_shares(self) -> &'static str {
+        match self {
+            CpuWeight::Normal => "1024",
+            CpuWeight::Idle => "2",
+        }
+    }
+
+    fn v2_weight(self) -> &'static str {
+        match self {
+            CpuWeight::Normal => "100",
+            CpuWeight::Idle => "1",
+        }
+    }
+}
+
 /// CFS period used for every sandbox (100 ms, the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -313,6 +339,17 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Sets the sandbox's CPU weight among its siblings (no-op without a
+    /// cpu controller). `Idle` lets a pool member be made from CPU the
+    /// running sandboxes leave over; a claim sets `Normal` again.
+    pub fn set_cpu_weight(&self, w: CpuWeight) -> Result<()> {
+        match &self.cpu {
+            Some(Place::V1(d)) => write(&d.join("cpu.shares"), w.v1_shares()),
+            Some(Place::V2(d)) => write(&d.join("cpu.weight"), w.v2_weight()),
+            None => Ok(()),
+        }
+    }
+
     /// Reads the limits back from the files.
     pub fn read_limits(&self) -> Result<AppliedLimits> {
         let mut out = AppliedLimits::default();
@@ -325,8 +362,14 @@ impl Cgroup {
             out.pids_max = read_max(&p.dir().join("pids.max"))?;
         }
         match &self.cpu {
-            Some(Place::V1(d)) => out.cpu_quota = v1::read_cpu(d)?,
-            Some(Place::V2(d)) => out.cpu_quota = v2::read_cpu(d)?,
+            Some(Place::V1(d)) => {
+                out.cpu_quota = v1::read_cpu(d)?;
+                out.cpu_weight = read_max(&d.join("cpu.shares"))?;
+            }
+            Some(Place::V2(d)) => {
+                out.cpu_quota = v2::read_cpu(d)?;
+                out.cpu_weight = read_max(&d.join("cpu.weight"))?;
+            }
             None => {}
         }
         Ok(out)
