@@ -61,6 +61,8 @@ use tasks::AbortOnDrop;
 pub const AGENT_ADDR_FILE: &str = "agent.addr";
 /// How long a graceful shutdown keeps trying to deliver buffered events.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a shutdown that stops everything waits for pool members still being made.
+const POOL_DRAIN_PATIENCE: Duration = Duration::from_secs(10);
 /// The end reason of sandboxes stopped because their dataplane shuts down.
 const SHUTDOWN_REASON: &str = "evicted";
 
@@ -203,6 +205,7 @@ async fn graceful(config: &DataplaneConfig, rt: &Arc<Runtime>) {
         "dataplane shutting down"
     );
     if config.stop_sandboxes_on_shutdown {
+        rt.pools.discard_all(POOL_DRAIN_PATIENCE).await;
         rt.stop_all(SHUTDOWN_REASON).await;
     }
     rt.driver.on_shutdown().await;

@@ -229,6 +229,51 @@ async fn native_released_sandbox_is_never_reused_and_restart_adopts_claims() {
     h.stop().await.unwrap();
 }
 
+/// Runtime ids of the members the pool dir marks (claimed ones included).
+fn marked_members(env: &NativeEnv) -> Vec<String> {
+    std::fs::read_dir(env.native.runtime_dir.join("pool"))
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_idle_at_low_priority_and_a_stopping_shutdown_leaves_none_behind() {
+    let Some((env, driver)) = native_env("drain").await else { return };
+    let mut h = Harness::new().await;
+    let mut config = h.config();
+    config.pool_wait_ms = 0;
+    config.stop_sandboxes_on_shutdown = true;
+    h.start_with(config, driver.clone());
+    h.bootstrap().await;
+    h.control.push(batch(vec![set_pool(1, "base", 4, 0, 0)]));
+    wait_long(&h, "4 ready", 60, |s| pool(s, "base").is_some_and(|p| p.ready == 4)).await;
+    h.control.push(batch(vec![add_t(2, "c", "base")]));
+    h.wait_for("c started", |s| s.count(EventKind::Started, "c") == 1).await;
+    let claimed = runtime_id(&env, "c");
+    let weight = |id: &str| driver.runtime().limits(id).unwrap().cpu_weight;
+    // Made at the lowest CPU weight (v1 2, v2 1); the claim lifts it to the
+    // default (1024, 100). Hosts without a cpu controller report neither.
+    if let Some(w) = weight(&claimed) {
+        assert!(matches!(w, 100 | 1024), "claimed: {w}");
+        for m in marked_members(&env).iter().filter(|m| **m != claimed) {
+            if let Ok(l) = driver.runtime().limits(m) {
+                assert!(matches!(l.cpu_weight, Some(1 | 2)), "member {m}: {l:?}");
+            }
+        }
+    }
+    h.stop().await.unwrap();
+    // Members (ready or still warming) and the claimed sandbox are all gone.
+    let state = env.native.runtime_dir.join("state");
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| state.join(n).is_dir())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(marked_members(&env).is_empty(), "pool markers left: {:?}", marked_members(&env));
+    h.script(|s| assert_eq!(s.count(EventKind::Stopped, "c"), 1));
+}
+
 // ---- sim driver: policy end to end, no isolation needed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

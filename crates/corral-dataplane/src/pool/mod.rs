@@ -27,7 +27,7 @@
 //! ordinary sandboxes and are adopted as such.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,8 @@ pub struct PoolManager {
     cold_pending: AtomicUsize,
     /// When the last user start ended (for [`REFILL_QUIET`]).
     last_user_start: Mutex<Option<Instant>>,
+    /// Set by [`PoolManager::discard_all`]: no more members, ever.
+    closed: AtomicBool,
 }
 
 impl PoolManager {
@@ -237,6 +239,7 @@ impl PoolManager {
             readied: Notify::new(),
             cold_pending: AtomicUsize::new(0),
             last_user_start: Mutex::new(None),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -481,6 +484,9 @@ impl PoolManager {
     /// While `quiet` (just after a user start) only a pool short of half its
     /// target qualifies.
     fn next_to_warm(&self, quiet: bool) -> Option<String> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         let mut inner = self.inner.lock();
         if inner.in_flight >= self.opts.refill_concurrency.max(1) {
             return None;
@@ -515,7 +521,7 @@ impl PoolManager {
                 p.failures = 0;
                 p.retry_at = None;
                 p.lead_s = 0.8 * p.lead_s + 0.2 * took.as_secs_f64();
-                if p.conf.is_empty() {
+                if p.conf.is_empty() || self.closed.load(Ordering::Acquire) {
                     return Some(id);
                 }
                 debug!(template, member = %id, took = ?took, "pool member ready");
@@ -532,6 +538,30 @@ impl PoolManager {
                 None
             }
         }
+    }
+
+    /// Stops refilling for good and destroys every unclaimed member, waiting
+    /// (up to `patience`) for those still being made: a shutdown that must
+    /// leave nothing behind. Claimed members are sandboxes, stopped as such.
+    pub async fn discard_all(&self, patience: Duration) {
+        self.closed.store(true, Ordering::Release);
+        let deadline = Instant::now() + patience;
+        while self.inner.lock().in_flight > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let members: Vec<String> = {
+            let mut inner = self.inner.lock();
+            inner.pools.values_mut().flat_map(|p| p.ready.drain(..).map(|m| m.id)).collect()
+        };
+        if !members.is_empty() {
+            info!(members = members.len(), "destroying the pools' unclaimed members");
+        }
+        let destroys = members.iter().map(|m| async move {
+            if let Err(e) = self.driver.discard(m).await {
+                warn!(member = %m, "discard pool member: {e}");
+            }
+        });
+        futures::future::join_all(destroys).await;
     }
 
     /// Destroys a member in the background.
