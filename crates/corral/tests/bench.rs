@@ -73,8 +73,8 @@ fn tool_missing(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().map(|o| !o.status.success()).unwrap_or(true)
 }
 
-fn local_provider(provider: &str, tool: &str) {
-    if tool_missing(tool) {
+fn local_provider(provider: &str, tool: Option<&str>) {
+    if let Some(tool) = tool.filter(|t| tool_missing(t)) {
         eprintln!("SKIP: {tool} is not installed (scripts/setup.sh installs it)");
         return;
     }
@@ -91,12 +91,17 @@ fn local_provider(provider: &str, tool: &str) {
 
 #[test]
 fn bwrap_provider_burst() {
-    local_provider("bwrap", "bwrap");
+    local_provider("bwrap", Some("bwrap"));
+}
+
+#[test]
+fn plain_provider_burst() {
+    local_provider("plain", None);
 }
 
 #[test]
 fn podman_provider_burst() {
-    local_provider("podman", "podman");
+    local_provider("podman", Some("podman"));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::BenchError;
 
 pub mod bwrap;
 pub mod corral;
+pub mod plain;
 pub mod podman;
 pub mod stdio;
 
@@ -74,6 +75,8 @@ pub enum Kind {
     Corral,
     Bwrap,
     Podman,
+    /// No isolation: the readiness command's own cost (the floor).
+    Plain,
 }
 
 impl Kind {
@@ -82,7 +85,8 @@ impl Kind {
             "corral" => Ok(Kind::Corral),
             "bwrap" | "bubblewrap" => Ok(Kind::Bwrap),
             "podman" => Ok(Kind::Podman),
-            other => Err(BenchError::Config(format!("unknown provider {other:?} (corral, bwrap, podman)"))),
+            "plain" => Ok(Kind::Plain),
+            other => Err(BenchError::Config(format!("unknown provider {other:?} (corral, bwrap, podman, plain)"))),
         }
     }
 
@@ -91,6 +95,7 @@ impl Kind {
             Kind::Corral => "corral",
             Kind::Bwrap => "bwrap",
             Kind::Podman => "podman",
+            Kind::Plain => "plain",
         }
     }
 }
@@ -115,6 +120,7 @@ pub fn build(c: &ProviderConfig) -> Result<std::sync::Arc<dyn Provider>, BenchEr
         Kind::Corral => std::sync::Arc::new(corral::CorralProvider::new(c)?),
         Kind::Bwrap => std::sync::Arc::new(bwrap::BwrapProvider::new()),
         Kind::Podman => std::sync::Arc::new(podman::PodmanProvider::new(c)),
+        Kind::Plain => std::sync::Arc::new(plain::PlainProvider),
     })
 }
 

@@ -106,7 +106,7 @@ pub struct SimArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// corral, bwrap or podman.
+    /// corral, bwrap, podman, or plain (no isolation: the work's own cost).
     #[arg(long, default_value = "corral")]
     pub provider: String,
     /// Corral's REST URL (provider corral).
@@ -176,6 +176,7 @@ async fn run_one(kind: Kind, mode: Mode, a: &RunArgs, out: &std::path::Path) -> 
         Kind::Corral => Ok(format!("corral {}", env!("CARGO_PKG_VERSION"))),
         Kind::Bwrap => provider::tool_version("bwrap").await,
         Kind::Podman => provider::tool_version("podman").await,
+        Kind::Plain => Ok("none (plain fork/exec)".to_string()),
     };
     let config = serde_json::json!({
         "run": cfg,
