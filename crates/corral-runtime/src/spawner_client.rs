@@ -130,13 +130,19 @@ pub(crate) struct SpawnerSlot {
 impl SpawnerSlot {
     /// A slot whose spawner starts with the first spawn.
     pub fn lazy(nice: i32) -> SpawnerSlot {
-        SpawnerSlot { nice, client: tokio::sync::RwLock::new(None) }
+        SpawnerSlot {
+            nice,
+            client: tokio::sync::RwLock::new(None),
+        }
     }
 
     /// A slot with its spawner started now (so a broken host fails early).
     pub async fn started(cfg: &RuntimeConfig, nice: i32) -> Result<SpawnerSlot> {
         let client = Arc::new(SpawnerClient::start(cfg, nice).await?);
-        Ok(SpawnerSlot { nice, client: tokio::sync::RwLock::new(Some(client)) })
+        Ok(SpawnerSlot {
+            nice,
+            client: tokio::sync::RwLock::new(Some(client)),
+        })
     }
 
     /// The live spawner, starting one if there is none or it died.
@@ -165,7 +171,11 @@ impl SpawnerSlot {
 /// only costs priority, never correctness).
 pub(crate) fn set_nice(pid: i32, nice: i32) {
     let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_else(|_| vec![pid]);
     for tid in tids {
         // SAFETY: setpriority on a thread id; no memory is involved.

@@ -452,16 +452,17 @@ async fn commands_start_with_default_signals_their_own_session_and_oom_score() {
     };
     let id = f.create("sb-inherit").await;
     let out = f
-        .run(&id, &["/bin/grep", "-E", "^(SigBlk|SigIgn)", "/proc/self/status"])
+        .run(
+            &id,
+            &["/bin/grep", "-E", "^(SigBlk|SigIgn)", "/proc/self/status"],
+        )
         .await;
     assert_eq!(
         text(&out.stdout),
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
         "{out:?}"
     );
-    let out = f
-        .run(&id, &["/bin/cat", "/proc/self/oom_score_adj"])
-        .await;
+    let out = f.run(&id, &["/bin/cat", "/proc/self/oom_score_adj"]).await;
     assert_eq!(text(&out.stdout), "0\n");
     // A session leader: its session id is its own pid.
     let out = f.sh(&id, "echo $$; cut -d' ' -f6 /proc/$$/stat").await;
@@ -473,7 +474,12 @@ async fn commands_start_with_default_signals_their_own_session_and_oom_score() {
 fn nice_of(pid: u32) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm = stat.rsplit_once(')').unwrap().1;
-    after_comm.split_whitespace().nth(16).unwrap().parse().unwrap()
+    after_comm
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A pool member is made at idle priority (its own niced spawner, the
@@ -488,10 +494,17 @@ async fn a_background_sandbox_is_idle_priority_until_claimed() {
     let mut cfg = f.config("sb-member");
     cfg.priority = Priority::Background;
     let info = f.rt.create(cfg).await.unwrap();
-    let (spawner, background) = (f.rt.spawner_pid().unwrap(), f.rt.background_spawner_pid().unwrap());
+    let (spawner, background) = (
+        f.rt.spawner_pid().unwrap(),
+        f.rt.background_spawner_pid().unwrap(),
+    );
     assert_ne!(spawner, background);
     assert_eq!((nice_of(spawner), nice_of(background)), (0, 19));
-    assert_eq!(nice_of(info.pid as u32), 19, "the init inherits the spawner's niceness");
+    assert_eq!(
+        nice_of(info.pid as u32),
+        19,
+        "the init inherits the spawner's niceness"
+    );
     let exec_nice = "cut -d' ' -f19 /proc/self/stat";
     assert_eq!(text(&f.sh(&info.id, exec_nice).await.stdout), "19\n");
     let weight = |id: &str| f.rt.limits(id).unwrap().cpu_weight;

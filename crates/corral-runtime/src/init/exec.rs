@@ -81,7 +81,11 @@ pub(crate) async fn handle(
 
 /// Prepares the command: env = defaults < sandbox env < request env.
 fn launch(program: &str, req: &ExecRequest, init: &Init) -> std::io::Result<Launch> {
-    let home = if req.uid.unwrap_or(0) == 0 { "/root" } else { "/" };
+    let home = if req.uid.unwrap_or(0) == 0 {
+        "/root"
+    } else {
+        "/"
+    };
     let mut env = BTreeMap::from([
         ("PATH".to_string(), DEFAULT_PATH.to_string()),
         ("HOME".to_string(), home.to_string()),

@@ -133,7 +133,11 @@ impl Launch {
             launch: self,
             argv: null_terminated(&self.argv),
             envp: null_terminated(&self.envp),
-            stdio: [stdin_child.as_raw_fd(), stdout_child.as_raw_fd(), stderr_child.as_raw_fd()],
+            stdio: [
+                stdin_child.as_raw_fd(),
+                stdout_child.as_raw_fd(),
+                stderr_child.as_raw_fd(),
+            ],
             failed_step: AtomicI32::new(0),
             errno: AtomicI32::new(0),
         };
@@ -159,9 +163,17 @@ impl Launch {
             // The child has exited; the init's reaper collects it.
             let e = io::Error::from_raw_os_error(args.errno.load(Ordering::Acquire));
             let what = Step::from_code(step);
-            return Err(io::Error::new(e.kind(), format!("{what} for {}: {e}", self.program)));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{what} for {}: {e}", self.program),
+            ));
         }
-        Ok(Child { pid, stdin, stdout, stderr })
+        Ok(Child {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -172,7 +184,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     let a = unsafe { &*(arg as *const ChildArgs) };
     let l = a.launch;
     let fail = |step: Step| -> libc::c_int {
-        a.errno.store(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO), Ordering::Release);
+        a.errno.store(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+            Ordering::Release,
+        );
         a.failed_step.store(step as i32, Ordering::Release);
         // SAFETY: leaves the child without running any exit handler.
         unsafe { libc::_exit(127) }
@@ -191,7 +208,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(Step::Session);
         }
         // The init is -1000 (never chosen); its commands are ordinary.
-        let oom = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let oom = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
         if oom >= 0 {
             libc::write(oom, b"0".as_ptr().cast(), 1);
             libc::close(oom);
@@ -231,18 +251,31 @@ unsafe fn reset_signals() {
     let dfl = [0u64; 4];
     for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
         }
     }
     let empty = 0u64;
-    libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty as *const u64, std::ptr::null_mut::<u64>(), 8);
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        &empty as *const u64,
+        std::ptr::null_mut::<u64>(),
+        8,
+    );
 }
 
 /// Runs `f` with every signal blocked in the init, restoring the mask after.
 fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset manipulation on local values and our own mask.
     unsafe {
-        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = (std::mem::zeroed(), std::mem::zeroed());
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let out = f();
@@ -255,7 +288,10 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 /// first executable regular file named so in a `PATH` directory.
 fn resolve(program: &str, path: &str, cwd: &str) -> io::Result<std::path::PathBuf> {
     if program.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "empty program name"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "empty program name",
+        ));
     }
     if program.contains('/') {
         return Ok(program.into());
@@ -267,7 +303,10 @@ fn resolve(program: &str, path: &str, cwd: &str) -> io::Result<std::path::PathBu
             return Ok(candidate);
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, format!("{program} not found in PATH")))
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{program} not found in PATH"),
+    ))
 }
 
 fn is_executable_file(p: &Path) -> bool {
@@ -306,7 +345,11 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 fn cstring(s: &str) -> io::Result<CString> {
@@ -314,7 +357,10 @@ fn cstring(s: &str) -> io::Result<CString> {
 }
 
 fn nul(_: std::ffi::NulError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command, its env or cwd")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a NUL byte in the command, its env or cwd",
+    )
 }
 
 #[cfg(test)]
@@ -325,7 +371,10 @@ mod tests {
     fn resolves_like_execvp() {
         assert_eq!(resolve("/bin/sh", "", "/").unwrap(), Path::new("/bin/sh"));
         assert_eq!(resolve("./x", "/bin", "/").unwrap(), Path::new("./x"));
-        assert_eq!(resolve("sh", "/nonexistent:/bin", "/").unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            resolve("sh", "/nonexistent:/bin", "/").unwrap(),
+            Path::new("/bin/sh")
+        );
         let missing = resolve("no-such-program-here", "/bin:/usr/bin", "/").unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         // A directory of that name is not a program.
@@ -335,14 +384,22 @@ mod tests {
     #[test]
     fn nul_bytes_are_refused() {
         let env = BTreeMap::from([("A".to_string(), "x\0y".to_string())]);
-        let e = Launch::new("/bin/true", &[], &env, "/", (None, None), None).err().unwrap();
+        let e = Launch::new("/bin/true", &[], &env, "/", (None, None), None)
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
     fn a_command_runs_with_its_pipes_and_cwd() {
-        let env = BTreeMap::from([("PATH".to_string(), "/bin:/usr/bin".to_string()), ("X".to_string(), "1".to_string())]);
-        let args = ["-c".to_string(), "pwd; echo $X; cat; echo err >&2".to_string()];
+        let env = BTreeMap::from([
+            ("PATH".to_string(), "/bin:/usr/bin".to_string()),
+            ("X".to_string(), "1".to_string()),
+        ]);
+        let args = [
+            "-c".to_string(),
+            "pwd; echo $X; cat; echo err >&2".to_string(),
+        ];
         let l = Launch::new("sh", &args, &env, "/tmp", (None, None), None).unwrap();
         let c = l.spawn().unwrap();
         let mut stdin = std::fs::File::from(c.stdin);
@@ -353,12 +410,23 @@ mod tests {
         let mut status = 0;
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(c.pid, &mut status, 0) }, c.pid);
-        assert_eq!((out.as_str(), err.as_str(), libc::WEXITSTATUS(status)), ("/tmp\n1\nin\n", "err\n", 0));
+        assert_eq!(
+            (out.as_str(), err.as_str(), libc::WEXITSTATUS(status)),
+            ("/tmp\n1\nin\n", "err\n", 0)
+        );
     }
 
     #[test]
     fn a_failed_step_says_which() {
-        let l = Launch::new("/bin/true", &[], &BTreeMap::new(), "/no/such/dir", (None, None), None).unwrap();
+        let l = Launch::new(
+            "/bin/true",
+            &[],
+            &BTreeMap::new(),
+            "/no/such/dir",
+            (None, None),
+            None,
+        )
+        .unwrap();
         let e = l.spawn().err().unwrap();
         assert!(e.to_string().starts_with("chdir for /bin/true"), "{e}");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
