@@ -220,11 +220,35 @@ fn prepare_child(pid: i32, req: &SpawnRequest) -> Result<(), String> {
     // The init must survive an OOM in its sandbox to report and serve; the
     // processes it starts reset their score to 0.
     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
-    for procs in &req.cgroup_procs {
-        std::fs::write(procs, pid.to_string())
-            .map_err(|e| format!("join {}: {e}", procs.display()))?;
+    unniced(|| {
+        for procs in &req.cgroup_procs {
+            std::fs::write(procs, pid.to_string())
+                .map_err(|e| format!("join {}: {e}", procs.display()))?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` at nice 0 if this spawner is niced (the background one). A cgroup
+/// join holds a kernel lock that every fork and exit on the host waits for
+/// (the threadgroup rwsem); held by a task at nice 19 on busy cores, it would
+/// stall the very user work the niceness is meant to favour.
+fn unniced<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: getpriority on this process; on Linux it returns the nice
+    // value itself (-20..=19).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice <= 0 {
+        return f();
     }
-    Ok(())
+    set_own_nice(0);
+    let out = f();
+    set_own_nice(nice);
+    out
+}
+
+fn set_own_nice(nice: i32) {
+    // SAFETY: setpriority on this process; no memory involved.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
 
 fn bind(path: &Path) -> Result<UnixListener, String> {
