@@ -31,6 +31,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::protocol::{SpawnRequest, SpawnerMessage, SpawnerRequest};
+use crate::spawner_client::renice;
 
 /// argv\[1\] that turns a process into the spawner.
 pub const SPAWNER_ARG: &str = "__corral-spawner";
@@ -240,15 +241,11 @@ fn unniced<T>(f: impl FnOnce() -> T) -> T {
     if nice <= 0 {
         return f();
     }
-    set_own_nice(0);
+    // Best effort: at worst the join runs niced.
+    let _ = renice(0, 0);
     let out = f();
-    set_own_nice(nice);
+    let _ = renice(0, nice);
     out
-}
-
-fn set_own_nice(nice: i32) {
-    // SAFETY: setpriority on this process; no memory involved.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
 
 fn bind(path: &Path) -> Result<UnixListener, String> {

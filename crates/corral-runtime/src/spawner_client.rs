@@ -178,12 +178,20 @@ pub(crate) fn set_nice(pid: i32, nice: i32) {
         })
         .unwrap_or_else(|_| vec![pid]);
     for tid in tids {
-        // SAFETY: setpriority on a thread id; no memory is involved.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = renice(tid, nice) {
             tracing::debug!(pid, tid, nice, error = %e, "setpriority");
         }
+    }
+}
+
+/// Sets the niceness of one thread (`0`: the calling one).
+pub(crate) fn renice(tid: i32, nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority on a thread id; no memory is involved.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

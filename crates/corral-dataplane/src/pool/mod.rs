@@ -521,7 +521,7 @@ impl PoolManager {
                 p.failures = 0;
                 p.retry_at = None;
                 p.lead_s = 0.8 * p.lead_s + 0.2 * took.as_secs_f64();
-                if p.conf.is_empty() || self.closed.load(Ordering::Acquire) {
+                if p.conf.is_empty() {
                     return Some(id);
                 }
                 debug!(template, member = %id, took = ?took, "pool member ready");
@@ -541,8 +541,10 @@ impl PoolManager {
     }
 
     /// Stops refilling for good and destroys every unclaimed member, waiting
-    /// (up to `patience`) for those still being made: a shutdown that must
-    /// leave nothing behind. Claimed members are sandboxes, stopped as such.
+    /// (up to `patience`) for those still being made: they land in `ready` and
+    /// are destroyed here with the rest, before this returns. For a shutdown
+    /// that must leave nothing behind. Claimed members are sandboxes, stopped
+    /// as such.
     pub async fn discard_all(&self, patience: Duration) {
         self.closed.store(true, Ordering::Release);
         let deadline = Instant::now() + patience;
